@@ -1,0 +1,266 @@
+//! The images port: pre-pulling container images into the node's containerd so the kubelet
+//! finds them present, unpacked and pinned.
+//!
+//! The real client ([`ContainerdImages`]) pulls through the CRI `ImageService/PullImage` RPC (the
+//! kubelet's own path, so the node's registry configuration applies) and uses the containerd API
+//! for version, presence, unpack state, pin labels and progress. [`Fake`] keeps the same state in
+//! memory, with failure knobs, for the orchestration's tests.
+
+pub mod auth;
+mod containerd;
+pub mod fake;
+pub mod reference;
+pub mod registry;
+
+use std::path::PathBuf;
+
+pub use auth::{DockerConfig, RegistryAuth};
+pub use containerd::{ContainerdConfig, ContainerdImages};
+pub use fake::Fake;
+pub use reference::ImageRef;
+pub use registry::{Blob, ImageManifest, RegistryClient};
+
+/// Namespace the kubelet's images live in.
+pub const K8S_NAMESPACE: &str = "k8s.io";
+/// Label that makes the CRI plugin (containerd 1.7.3+) report an image as pinned, which the
+/// kubelet's image garbage collector never removes.
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
+/// Value of [`PINNED_LABEL`] on a pinned image.
+pub const PINNED_VALUE: &str = "pinned";
+/// Label the CRI plugin puts on images it manages.
+pub const MANAGED_LABEL: &str = "io.cri-containerd.image";
+
+/// What the container runtime says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeInfo {
+    /// containerd server version, e.g. `1.7.24`.
+    pub version: String,
+    /// Whether this version's CRI plugin honours the pin label (1.7.3 and later).
+    pub honours_pin: bool,
+    /// Snapshotter CRI unpacks into (e.g. `overlayfs`).
+    pub snapshotter: String,
+    /// Directories whose filesystems must hold the image: the content store and the snapshotter
+    /// root. Free space is checked on each.
+    pub storage_paths: Vec<PathBuf>,
+}
+
+/// One layer (or config) blob being transferred, as containerd's ingest status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BlobProgress {
+    /// `sha256:...` digest.
+    pub digest: String,
+    /// Bytes written so far.
+    pub done: u64,
+    /// Expected size in bytes.
+    pub total: u64,
+}
+
+/// Progress of a pull in bytes, per blob and whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PullProgress {
+    /// Bytes of the image's blobs present in the content store (complete or in progress).
+    pub done: u64,
+    /// Total bytes of the image's blobs (manifest sizes), 0 when unknown.
+    pub total: u64,
+    /// Blobs being written right now.
+    pub active: Vec<BlobProgress>,
+}
+
+/// What containerd holds of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImageState {
+    /// Image id (digest of the config), as CRI reports it.
+    pub id: String,
+    /// Repo tags CRI knows the image by.
+    pub repo_tags: Vec<String>,
+    /// Repo digests (`name@sha256:...`).
+    pub repo_digests: Vec<String>,
+    /// Size CRI reports (unpacked size on the snapshotter where known).
+    pub size: u64,
+    /// Whether every layer is unpacked in the CRI snapshotter.
+    pub unpacked: bool,
+    /// Whether the pin label is set on every containerd image record of this image.
+    pub pin_label: bool,
+    /// Whether CRI itself reports the image as pinned (only 1.7.3+ does).
+    pub cri_pinned: bool,
+}
+
+/// Free space of one filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskSpace {
+    /// The directory checked.
+    pub path: PathBuf,
+    /// Bytes available to unprivileged writers... and to root, which containerd runs as.
+    pub available: u64,
+    /// Filesystem id, so two paths on one filesystem are counted once.
+    pub fs_id: u64,
+}
+
+/// Errors of the images port.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image reference does not parse.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// What was given.
+        reference: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// containerd's socket cannot be reached.
+    #[error("cannot reach containerd at {socket}: {reason}")]
+    Unavailable {
+        /// Socket path.
+        socket: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The registry says the image does not exist.
+    #[error("image {image} not found in its registry: {reason}")]
+    NotFound {
+        /// Normalised reference.
+        image: String,
+        /// What the runtime or registry said.
+        reason: String,
+    },
+    /// The registry refused the credentials (or their absence).
+    #[error("registry refused credentials for {image}: {reason}")]
+    Unauthorized {
+        /// Normalised reference.
+        image: String,
+        /// What the runtime or registry said.
+        reason: String,
+    },
+    /// The registry cannot be reached.
+    #[error("registry for {image} unreachable: {reason}")]
+    RegistryUnreachable {
+        /// Normalised reference.
+        image: String,
+        /// What the runtime said.
+        reason: String,
+    },
+    /// Not enough free space for the image.
+    #[error(
+        "not enough disk space for {image} on {path}: need {needed} bytes ({detail}), {available} available"
+    )]
+    DiskFull {
+        /// Normalised reference.
+        image: String,
+        /// Filesystem that is short.
+        path: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+        /// How `needed` was computed.
+        detail: String,
+    },
+    /// containerd ran out of space while pulling or unpacking.
+    #[error("no space left pulling {image}: {reason}")]
+    NoSpace {
+        /// Normalised reference.
+        image: String,
+        /// What containerd said.
+        reason: String,
+    },
+    /// No progress for longer than the stall timeout, every attempt.
+    #[error("pull of {image} stalled: no progress for {seconds}s")]
+    Stalled {
+        /// Normalised reference.
+        image: String,
+        /// The stall timeout.
+        seconds: u64,
+    },
+    /// A runtime call failed for another reason.
+    #[error("containerd {op} failed: {reason}")]
+    Runtime {
+        /// Which call.
+        op: &'static str,
+        /// What containerd said.
+        reason: String,
+    },
+    /// The registry's answer could not be used.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// Credentials file unreadable or malformed.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// Reading the host's filesystem failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Stable label for metrics and JSON output.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidReference { .. } => "invalid_reference",
+            Error::Unavailable { .. } => "runtime_unavailable",
+            Error::NotFound { .. } => "not_found",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::RegistryUnreachable { .. } => "registry_unreachable",
+            Error::DiskFull { .. } => "disk_full",
+            Error::NoSpace { .. } => "no_space",
+            Error::Stalled { .. } => "stalled",
+            Error::Runtime { .. } => "runtime",
+            Error::Registry(_) => "registry",
+            Error::Credentials(_) => "credentials",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// Whether trying again later may succeed (the runtime restarting, a flaky registry).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::RegistryUnreachable { .. } | Error::Stalled { .. }
+        ) || matches!(self, Error::Runtime { op, .. } if *op == "pull")
+    }
+}
+
+/// The images port. Implemented by [`ContainerdImages`] and [`Fake`].
+///
+/// Every method speaks our types; no tonic or containerd type crosses it.
+#[allow(async_fn_in_trait)]
+pub trait Images {
+    /// Runtime version, snapshotter and storage locations.
+    async fn runtime_info(&self) -> Result<RuntimeInfo, Error>;
+
+    /// Free space of the filesystem holding `path`.
+    async fn disk_space(&self, path: &std::path::Path) -> Result<DiskSpace, Error>;
+
+    /// The image's manifest (platform-resolved) from its registry, for sizes and digests.
+    async fn manifest(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageManifest, Error>;
+
+    /// Pull through CRI; returns the image id. Dropping the future cancels the pull.
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        runtime_handler: Option<&str>,
+    ) -> Result<String, Error>;
+
+    /// Bytes of `blobs` present or being written in the content store.
+    async fn progress(&self, blobs: &[Blob]) -> Result<PullProgress, Error>;
+
+    /// What containerd holds of the image, `None` when absent.
+    async fn status(&self, image: &ImageRef) -> Result<Option<ImageState>, Error>;
+
+    /// Set or clear the pin label on every image record of the image.
+    async fn set_pinned(&self, image: &ImageRef, pinned: bool) -> Result<(), Error>;
+
+    /// Remove the image (CRI RemoveImage; content is then garbage collected).
+    async fn remove(&self, image: &ImageRef) -> Result<(), Error>;
+}

@@ -1,0 +1,9 @@
+//! coldstart node agent library: the ports to the outside systems a GPU node depends on, the
+//! pure planning logic, and the orchestration that `coldstart-agent` and `coldctl --here` share.
+//!
+//! Layout follows STYLE.md: one module per outside system (`images` for containerd), each with
+//! its trait, real client, stateful fake and error enum.
+
+pub mod images;
+pub mod prepull;
+pub mod telemetry;

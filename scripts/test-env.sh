@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Installs what coldstart's tests, demo and benchmarks need on a fresh Debian machine (root):
+# Debian packages, and containerd from bookworm, trixie and sid unpacked side by side.
+#
+# Usage: scripts/test-env.sh            install (idempotent), then print the env file path
+# The result is described by "$COLDSTART_TESTENV/env" (default /opt/coldstart-testenv/env),
+# which the test harness reads to find each containerd version.
+set -euo pipefail
+
+TESTENV="${COLDSTART_TESTENV:-/opt/coldstart-testenv}"
+SUITES=(bookworm trixie sid)
+log() { echo "test-env: $*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    log "must run as root (installs packages, tests start containerd)"
+    exit 1
+  fi
+}
+
+install_debs() {
+  local missing=()
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v runc >/dev/null || missing+=(runc)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  # htpasswd -B: bcrypt password files for the registry-auth tests (docker-registry wants bcrypt).
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Debian's docker-registry package may start a system instance on :5000; tests run their own.
+  if command -v service >/dev/null && pgrep -x docker-registry >/dev/null; then
+    service docker-registry stop >/dev/null 2>&1 || true
+  fi
+}
+
+# The Debian mirror URI this machine already uses (deb822 or one-line format), so that the
+# repository never names a package host itself.
+debian_uri() {
+  local uri
+  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
+  if [ -z "$uri" ]; then
+    uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null \
+          | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
+          | grep -v -- '-security' | head -n1 || true)
+  fi
+  if [ -z "$uri" ]; then
+    log "cannot find a Debian mirror URI in /etc/apt"
+    exit 1
+  fi
+  echo "$uri"
+}
+
+fetch_containerd() {
+  local suite=$1 uri=$2 dir="$TESTENV/containerd-$suite"
+  if [ -x "$dir/usr/bin/containerd" ]; then
+    return
+  fi
+  log "fetching containerd from $suite"
+  local work; work=$(mktemp -d)
+  mkdir -p "$work/lists/partial" "$work/archives/partial"
+  echo "deb [trusted=yes] $uri $suite main" > "$work/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-"
+              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
+              -o "Acquire::Check-Valid-Until=false" -o "APT::Get::AllowUnauthenticated=true"
+              -o "Debug::NoLocking=1")
+  apt-get "${opts[@]}" update -qq >/dev/null
+  (cd "$work" && apt-get "${opts[@]}" download -qq containerd >/dev/null)
+  rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+  dpkg -x "$work"/containerd_*.deb "$dir.tmp"
+  rm -rf "$work"
+  mv "$dir.tmp" "$dir"
+}
+
+write_env() {
+  local tmp="$TESTENV/env.tmp"
+  : > "$tmp"
+  for suite in "${SUITES[@]}"; do
+    local bin="$TESTENV/containerd-$suite/usr/bin"
+    local version
+    # Detect, never assume: sid moves.
+    version=$("$bin/containerd" --version | awk '{print $3}' | sed 's/^v//; s/~.*//; s/+.*//')
+    echo "containerd $suite $version $bin" >> "$tmp"
+  done
+  mv "$tmp" "$TESTENV/env"
+}
+
+main() {
+  need_root
+  install_debs
+  mkdir -p "$TESTENV"
+  local uri; uri=$(debian_uri)
+  for suite in "${SUITES[@]}"; do
+    fetch_containerd "$suite" "$uri"
+  done
+  write_env
+  log "ready:"; cat "$TESTENV/env" >&2
+  echo "$TESTENV/env"
+}
+
+main "$@"
