@@ -79,6 +79,20 @@ fetch_containerd() {
   mv "$dir.tmp" "$dir"
 }
 
+# The Hub's own Python client (the cache-layout oracle, and `hf download` for benchmarks) and
+# olah (an independent Hub implementation), pinned, in a venv of their own.
+install_python() {
+  local venv="$TESTENV/venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c 'import huggingface_hub, olah, sys; sys.exit(0 if huggingface_hub.__version__.startswith("2.4.") else 1)' 2>/dev/null; then
+    log "installing huggingface_hub 2.4 and olah"
+    "$venv/bin/pip" install -q 'huggingface_hub==2.4.*' 'olah==0.5.*'
+  fi
+}
+
 write_env() {
   local tmp="$TESTENV/env.tmp"
   : > "$tmp"
@@ -89,6 +103,7 @@ write_env() {
     version=$("$bin/containerd" --version | awk '{print $3}' | sed 's/^v//; s/~.*//; s/+.*//')
     echo "containerd $suite $version $bin" >> "$tmp"
   done
+  echo "python $TESTENV/venv/bin/python" >> "$tmp"
   mv "$tmp" "$TESTENV/env"
 }
 
@@ -100,6 +115,7 @@ main() {
   for suite in "${SUITES[@]}"; do
     fetch_containerd "$suite" "$uri"
   done
+  install_python
   write_env
   log "ready:"; cat "$TESTENV/env" >&2
   echo "$TESTENV/env"

@@ -13,4 +13,5 @@ export COLDSTART_TESTENV="${COLDSTART_TESTENV:-/opt/coldstart-testenv}"
 echo "== unit tests"
 cargo test --workspace --lib --bins
 echo "== system tests (real containerd, registries)"
+cargo build --workspace --bins   # the system tests drive the real coldctl binary
 cargo test --workspace --tests --test '*' -- --include-ignored --test-threads=1
