@@ -7,3 +7,4 @@
 pub mod images;
 pub mod prepull;
 pub mod telemetry;
+pub mod weights;

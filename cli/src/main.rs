@@ -31,8 +31,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Make this node warm: pre-pull the image, pinned against image GC.
-    Warm(commands::warm::Args),
+    /// Make this node warm: sync a model's weights and/or pre-pull its image, pinned.
+    Warm(Box<commands::warm::Args>),
+    /// Re-verify a synced model in the local Hub cache.
+    Verify(Box<commands::verify::Args>),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Warm(ref args) => commands::warm::run(&cli, args).await,
+            Command::Verify(ref args) => commands::verify::run(&cli, args).await,
         }
     });
     ExitCode::from(code)

@@ -1,15 +1,15 @@
-//! `coldctl warm`: make this node warm. With `--here`, in this process: the image is pulled
-//! through the node's containerd (CRI, as the kubelet pulls), then pinned.
+//! `coldctl warm`: make this node warm. With `--here`, in this process: the model's weights are
+//! synced into the local Hub cache and the image is pulled through the node's containerd (CRI,
+//! as the kubelet pulls) and pinned, both at once.
+
+mod image;
+mod model;
+
+pub use model::{HubArgs, SyncArgs};
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
-use coldstart_agent::images::{
-    ContainerdConfig, ContainerdImages, DockerConfig, ImageRef, RegistryAuth,
-};
-use coldstart_agent::prepull::{self, Event, Options, Report};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 use serde_json::json;
 
 use crate::output::{self, Format};
@@ -18,6 +18,12 @@ use crate::{Cli, EXIT_USAGE};
 /// Arguments of `coldctl warm`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Hugging Face model id (`org/name`) whose weights to sync into the local Hub cache.
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub sync: SyncArgs,
     /// Container image to pre-pull (normalised as the kubelet does: `vllm/vllm-openai:v0.11.0`).
     #[arg(long)]
     pub image: Option<String>,
@@ -73,181 +79,130 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         );
         return EXIT_USAGE;
     }
-    let Some(image) = &args.image else {
-        eprintln!("error: nothing to warm: give --image REF");
+    if args.model.is_none() && args.image.is_none() {
+        eprintln!("error: nothing to warm: give a MODEL, --image REF, or both");
         return EXIT_USAGE;
-    };
-    let image = match ImageRef::parse(image) {
-        Ok(i) => i,
-        Err(e) => return fail(cli, &anyhow::Error::new(e), "invalid_reference"),
-    };
-    let auth = match load_auth(args, &image) {
-        Ok(a) => a,
-        Err(e) => return fail(cli, &e, "credentials"),
-    };
-    match warm_image(cli, args, &image, auth.as_ref()).await {
-        Ok(report) => {
-            succeed(cli, &report);
-            0
-        }
-        Err(e) => {
-            let kind = e
-                .downcast_ref::<coldstart_agent::images::Error>()
-                .map_or("error", |e| e.metric_label());
-            fail(cli, &e, kind)
-        }
     }
-}
-
-fn load_auth(args: &Args, image: &ImageRef) -> anyhow::Result<Option<RegistryAuth>> {
-    let Some(path) = &args.pull_secret else {
-        return Ok(None);
+    // Validate everything before starting anything.
+    let image = match args
+        .image
+        .as_deref()
+        .map(|i| image::prepare(args, i))
+        .transpose()
+    {
+        Ok(i) => i,
+        Err(e) => return fail(cli, &[e]),
     };
-    let config = DockerConfig::load(path)?;
-    Ok(config.lookup(image))
-}
-
-async fn warm_image(
-    cli: &Cli,
-    args: &Args,
-    image: &ImageRef,
-    auth: Option<&RegistryAuth>,
-) -> anyhow::Result<Report> {
-    let mut cfg = ContainerdConfig::new(args.containerd_socket.clone());
-    cfg.root = args.containerd_root.clone();
-    cfg.hosts_dir = args.registry_config_dir.clone();
-    cfg.config_file = args.containerd_config.clone();
-    let images = ContainerdImages::new(cfg)?;
-    images
-        .ping()
-        .await
-        .with_context(|| format!("containerd at {}", args.containerd_socket.display()))?;
-    let opts = Options {
-        stall_timeout: Duration::from_secs(args.stall_timeout),
-        attempts: args.attempts,
-        margin_bytes: args.margin_mib << 20,
-        unpack_ratio: args.unpack_ratio,
-        runtime_handler: args.runtime_handler.clone(),
-        ..Options::default()
+    let model = match args
+        .model
+        .as_deref()
+        .map(|m| model::prepare(&args.hub, &args.sync, m))
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => return fail(cli, &[e]),
     };
-    let mut view = ProgressView::new(cli.output, image);
-    let report = prepull::prepull(&images, image, auth, &opts, |e| view.event(e)).await;
-    view.finish();
-    Ok(report?)
-}
-
-fn succeed(cli: &Cli, report: &Report) {
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
+    let bars = output::stderr_is_terminal().then(MultiProgress::new);
+    let image_job = async {
+        match &image {
+            Some((i, auth)) => {
+                Some(image::warm(cli.output, bars.as_ref(), args, i, auth.as_ref()).await)
+            }
+            None => None,
+        }
+    };
+    let model_job = async {
+        match model {
+            Some(p) => Some(model::warm(cli.output, bars.as_ref(), p).await),
+            None => None,
+        }
+    };
+    let (image_result, model_result) = tokio::join!(image_job, model_job);
+    let mut errors = Vec::new();
+    let image_report = match image_result {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        None => None,
+    };
+    let model_report = match model_result {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        None => None,
+    };
+    if !errors.is_empty() {
+        return fail(cli, &errors);
+    }
+    if let Some(r) = &image_report {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     match cli.output {
         Format::Json => output::print_json(&json!({
             "ok": true,
-            "image": report,
+            "image": image_report,
+            "model": model_report,
         })),
-        Format::Text => println!(
-            "{}: present, unpacked, pinned ({}, {} attempt(s), {:.1}s, containerd {})",
-            report.image,
-            output::bytes(report.state.size),
-            report.attempts,
-            report.seconds,
-            report.runtime.version
-        ),
+        Format::Text => {
+            if let Some(r) = &image_report {
+                println!(
+                    "{}: present, unpacked, pinned ({}, {} attempt(s), {:.1}s, containerd {})",
+                    r.image,
+                    output::bytes(r.state.size),
+                    r.attempts,
+                    r.seconds,
+                    r.runtime.version
+                );
+            }
+            if let Some(r) = &model_report {
+                println!(
+                    "{}@{}: {} files, {} verified in {} ({} downloaded, {:.1}s)",
+                    r.repo,
+                    &r.commit[..12.min(r.commit.len())],
+                    r.files,
+                    output::bytes(r.bytes),
+                    r.snapshot.display(),
+                    output::bytes(r.downloaded_bytes),
+                    r.seconds
+                );
+            }
+        }
     }
+    0
 }
 
-fn fail(cli: &Cli, err: &anyhow::Error, kind: &str) -> u8 {
-    let msg = format!("{err:#}");
+/// The stable label of an error from either port.
+pub fn kind(err: &anyhow::Error) -> &'static str {
+    if let Some(e) = err.downcast_ref::<coldstart_agent::images::Error>() {
+        return e.metric_label();
+    }
+    if let Some(e) = err.downcast_ref::<coldstart_agent::weights::Error>() {
+        return e.metric_label();
+    }
+    "error"
+}
+
+/// Reports failures: one line each on stderr, or one JSON document; exit 1.
+pub fn fail(cli: &Cli, errors: &[anyhow::Error]) -> u8 {
+    let msgs: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
     match cli.output {
-        Format::Json => output::print_json(&json!({ "ok": false, "error": msg, "kind": kind })),
-        Format::Text => eprintln!("error: {msg}"),
+        Format::Json => output::print_json(&json!({
+            "ok": false,
+            "error": msgs.join("; "),
+            "kind": errors.first().map_or("error", kind),
+            "errors": errors.iter().zip(&msgs).map(|(e, m)| json!({"kind": kind(e), "error": m})).collect::<Vec<_>>(),
+        })),
+        Format::Text => {
+            for m in &msgs {
+                eprintln!("error: {m}");
+            }
+        }
     }
     1
-}
-
-/// Progress display: a bar on a terminal, plain lines (at most one per 5 %) otherwise; nothing
-/// on stdout, which belongs to the result.
-struct ProgressView {
-    bar: Option<ProgressBar>,
-    last_pct: Option<u64>,
-    image: String,
-}
-
-impl ProgressView {
-    fn new(format: Format, image: &ImageRef) -> Self {
-        let bar = (format == Format::Text && output::stderr_is_terminal()).then(|| {
-            let bar = ProgressBar::new(0);
-            let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
-            bar.set_message(image.to_string());
-            bar
-        });
-        ProgressView {
-            bar,
-            last_pct: None,
-            image: image.to_string(),
-        }
-    }
-
-    fn event(&mut self, event: Event) {
-        match (&self.bar, event) {
-            (Some(bar), Event::Resolved { bytes, .. }) => bar.set_length(bytes),
-            (Some(bar), Event::Progress(p)) => {
-                if p.total > 0 {
-                    bar.set_length(p.total);
-                }
-                bar.set_position(p.done);
-            }
-            (Some(bar), Event::Retry { error, backoff, .. }) => {
-                bar.println(format!("retrying in {}s: {error}", backoff.as_secs()))
-            }
-            (Some(bar), Event::Pinning) => bar.set_message(format!("{} (pinning)", self.image)),
-            (Some(_), _) => {}
-            (None, Event::Runtime(r)) => eprintln!("containerd {} ({})", r.version, r.snapshotter),
-            (None, Event::Resolved { digest, bytes }) => {
-                eprintln!("{}: {digest}, {}", self.image, output::bytes(bytes))
-            }
-            (None, Event::Unresolved(why)) => eprintln!("{}: size unknown ({why})", self.image),
-            (None, Event::Pulling(n)) => eprintln!("{}: pulling (attempt {n})", self.image),
-            (None, Event::Progress(p)) if p.total > 0 => {
-                let pct = p.done * 100 / p.total;
-                if self
-                    .last_pct
-                    .is_none_or(|l| pct >= l + 5 || pct == 100 && l != 100)
-                {
-                    self.last_pct = Some(pct);
-                    eprintln!(
-                        "{}: {pct}% {}/{}",
-                        self.image,
-                        output::bytes(p.done),
-                        output::bytes(p.total)
-                    );
-                }
-            }
-            (None, Event::Progress(_)) => {}
-            (
-                None,
-                Event::Retry {
-                    attempt,
-                    error,
-                    backoff,
-                },
-            ) => eprintln!(
-                "{}: attempt {attempt} failed, retrying in {}s: {error}",
-                self.image,
-                backoff.as_secs()
-            ),
-            (None, Event::Pinning) => eprintln!("{}: pinning", self.image),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

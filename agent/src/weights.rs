@@ -1,0 +1,208 @@
+//! The weights port: syncing a Hugging Face model repository to local NVMe, verified, in the
+//! Hub cache layout that `huggingface_hub` and vLLM read offline (`HF_HUB_OFFLINE=1`).
+//!
+//! - [`hub`]: the Hub protocol (revision, tree listing, resolve) over HTTP.
+//! - [`filter`]: which files vLLM loads (the default selection) and include/exclude globs.
+//! - [`cache`]: the cache layout on disk: blobs, trees file, snapshot, refs; crash-safe publish,
+//!   verification and fingerprints; our own state lives in a sibling directory.
+//! - [`transfer`]: the download engine: parallel ranges, in-order hashing, resume journal.
+//! - [`sync`]: one model revision end to end.
+
+pub mod cache;
+pub mod filter;
+pub mod hub;
+pub mod names;
+pub mod sync;
+pub mod transfer;
+
+use std::path::PathBuf;
+
+pub use names::{RepoId, safe_relative_path};
+
+/// One file of a repository's tree, as the Hub's tree listing reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TreeEntry {
+    /// Path inside the repository (`/`-separated), validated by [`safe_relative_path`].
+    pub path: String,
+    /// Size in bytes (of the LFS object for LFS files).
+    pub size: u64,
+    /// Git blob id (sha1 of `blob <size>\0<content>` for plain files; of the pointer for LFS).
+    pub oid: String,
+    /// LFS object, for files stored in LFS/Xet.
+    pub lfs: Option<Lfs>,
+}
+
+/// The LFS part of a tree entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lfs {
+    /// sha256 of the content, hex.
+    pub sha256: String,
+    /// Size of the content.
+    pub size: u64,
+}
+
+impl TreeEntry {
+    /// The blob name in the cache (`blobs/<etag>`): the LFS sha256, else the git blob sha1.
+    pub fn etag(&self) -> &str {
+        match &self.lfs {
+            Some(l) => &l.sha256,
+            None => &self.oid,
+        }
+    }
+
+    /// Size of the content that lands on disk.
+    pub fn content_size(&self) -> u64 {
+        self.lfs.as_ref().map_or(self.size, |l| l.size)
+    }
+}
+
+/// How a file's content is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest {
+    /// sha256 of the content (LFS/Xet files), hex.
+    Sha256(String),
+    /// git blob sha1 (`sha1("blob <size>\0" + content)`), hex.
+    GitSha1(String),
+}
+
+impl TreeEntry {
+    /// The digest the content must have.
+    pub fn digest(&self) -> Digest {
+        match &self.lfs {
+            Some(l) => Digest::Sha256(l.sha256.clone()),
+            None => Digest::GitSha1(self.oid.clone()),
+        }
+    }
+}
+
+/// Errors of the weights port.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model id is not `org/name` (or `name`) in the Hub's grammar.
+    #[error("invalid model id {id:?}: {reason}")]
+    InvalidRepoId {
+        /// What was given.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file name in the tree would escape the snapshot or is otherwise unusable.
+    #[error("refusing file name {path:?} from the hub: {reason}")]
+    HostileName {
+        /// The name as the Hub sent it (escaped when printed).
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Hub says the repository or revision does not exist.
+    #[error("{what} not found on the hub: {reason}")]
+    NotFound {
+        /// Repo, revision or file.
+        what: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The Hub refused the token (or its absence).
+    #[error("hub refused access to {what} (status {status}): check the token")]
+    Unauthorized {
+        /// Repo or file.
+        what: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The Hub cannot be reached or keeps failing.
+    #[error("hub request {url} failed: {reason}")]
+    Http {
+        /// URL (never with credentials).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Downloaded content does not match its digest or size.
+    #[error("{path}: content does not match the hub's {kind} (expected {expected}, got {actual})")]
+    Mismatch {
+        /// File path in the repo.
+        path: String,
+        /// `sha256`, `git sha1` or `size`.
+        kind: &'static str,
+        /// Expected value.
+        expected: String,
+        /// Actual value.
+        actual: String,
+    },
+    /// Not enough disk space for what must be downloaded.
+    #[error("not enough disk space in {path}: need {needed} bytes, {available} available")]
+    DiskFull {
+        /// Directory.
+        path: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The cache holds something we did not put there (a symlink where a directory should
+    /// be, a file outside the layout).
+    #[error("unsafe cache entry {path}: {reason}")]
+    UnsafeCache {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A glob pattern does not parse.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Hub answered something we cannot use.
+    #[error("unexpected hub answer from {url}: {reason}")]
+    Protocol {
+        /// URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Stable label for metrics and JSON output.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidRepoId { .. } => "invalid_model_id",
+            Error::HostileName { .. } => "hostile_name",
+            Error::NotFound { .. } => "not_found",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Http { .. } => "http",
+            Error::Mismatch { .. } => "mismatch",
+            Error::DiskFull { .. } => "disk_full",
+            Error::UnsafeCache { .. } => "unsafe_cache",
+            Error::Io { source, .. } if source.raw_os_error() == Some(28) => "disk_full",
+            Error::Io { .. } => "io",
+            Error::Pattern { .. } => "pattern",
+            Error::Protocol { .. } => "protocol",
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! One model revision end to end: resolve, list, select, plan, check disk, download and
+//! verify, publish. Files already present and verified are skipped without a request.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, TryStreamExt};
+use tokio::time::Instant;
+use tracing::{info, instrument};
+
+use super::cache::HubCache;
+use super::filter::{Filter, shards_of_index};
+use super::hub::HubClient;
+use super::transfer::{Counters, Engine, TransferOptions};
+use super::{Error, RepoId, TreeEntry};
+
+/// What to sync and how.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// Include/exclude rules.
+    pub filter: Filter,
+    /// Files downloaded at once.
+    pub files_at_once: usize,
+    /// Free space to leave on the cache's filesystem.
+    pub margin_bytes: u64,
+    /// The engine's tuning.
+    pub transfer: TransferOptions,
+}
+
+impl SyncOptions {
+    /// Defaults: `main`, the vLLM selection, 4 files at once, 1 GiB margin.
+    pub fn new(filter: Filter) -> Self {
+        SyncOptions {
+            revision: "main".to_string(),
+            filter,
+            files_at_once: 4,
+            margin_bytes: 1 << 30,
+            transfer: TransferOptions::default(),
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    /// Model id.
+    pub repo: RepoId,
+    /// Revision asked for.
+    pub revision: String,
+    /// Commit it resolved to.
+    pub commit: String,
+    /// The published snapshot directory (what `HF_HUB_CACHE` readers open).
+    pub snapshot: PathBuf,
+    /// Files selected.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files downloaded this time.
+    pub downloaded_files: usize,
+    /// Bytes received from the network this time.
+    pub downloaded_bytes: u64,
+    /// Patterns a reader passes as `allow_patterns` to load exactly this selection.
+    pub allow_patterns: Vec<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Progress of a sync, polled by displays.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Bytes to download, once planned (0 before).
+    pub total: Arc<std::sync::atomic::AtomicU64>,
+    /// The engine's counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Syncs one model revision into `cache`.
+pub struct Syncer {
+    hub: HubClient,
+    cache: Arc<HubCache>,
+    engine: Engine,
+    total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Syncer {
+    /// A syncer over `hub` and `cache`.
+    pub fn new(hub: HubClient, cache: Arc<HubCache>, transfer: TransferOptions) -> Syncer {
+        let engine = Engine::new(hub.clone(), cache.clone(), transfer);
+        Syncer {
+            hub,
+            cache,
+            engine,
+            total: Arc::default(),
+        }
+    }
+
+    /// Handles for progress displays.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            total: self.total.clone(),
+            counters: self.engine.counters(),
+        }
+    }
+
+    /// Syncs `repo` at `opts.revision`; `now` is recorded as the model's last use.
+    #[instrument(skip_all, fields(repo = %repo, revision = %opts.revision), err)]
+    pub async fn sync(
+        &self,
+        repo: &RepoId,
+        opts: &SyncOptions,
+        now: std::time::SystemTime,
+    ) -> Result<SyncReport, Error> {
+        let started = Instant::now();
+        let commit = self.hub.resolve_revision(repo, &opts.revision).await?;
+        let tree = self.hub.list_tree(repo, &commit).await?;
+        let shards = self
+            .read_indexes(repo, &commit, &tree, &opts.filter)
+            .await?;
+        let selected = opts.filter.select(&tree, &shards);
+        let mut missing = Vec::new();
+        for entry in &selected {
+            if !self.present(repo, entry).await? {
+                missing.push(entry.clone());
+            }
+        }
+        let need: u64 = missing.iter().map(TreeEntry::content_size).sum();
+        self.total.store(need, std::sync::atomic::Ordering::Relaxed);
+        self.check_disk(need, opts.margin_bytes)?;
+        info!(
+            selected = selected.len(),
+            missing = missing.len(),
+            bytes = need,
+            "plan"
+        );
+        let downloaded_before = self
+            .engine
+            .counters()
+            .downloaded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stream::iter(missing.iter().map(Ok))
+            .try_for_each_concurrent(opts.files_at_once.max(1), |entry| {
+                let engine = self.engine.clone();
+                let commit = commit.clone();
+                async move { engine.fetch(repo, &commit, entry).await.map(|_| ()) }
+            })
+            .await?;
+        let snapshot = self
+            .cache
+            .publish(repo, &opts.revision, &commit, &tree, &selected)?;
+        self.cache.touch(repo, &commit, now)?;
+        let downloaded = self
+            .engine
+            .counters()
+            .downloaded
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - downloaded_before;
+        Ok(SyncReport {
+            repo: repo.clone(),
+            revision: opts.revision.clone(),
+            commit,
+            snapshot,
+            files: selected.len(),
+            bytes: selected.iter().map(TreeEntry::content_size).sum(),
+            downloaded_files: missing.len(),
+            downloaded_bytes: downloaded,
+            allow_patterns: opts.filter.allow_patterns(&selected),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Whether the blob is in the cache and verified: the fingerprint recorded at finalize
+    /// still matches (cheap), else a full hash (and a re-record when it passes).
+    async fn present(&self, repo: &RepoId, entry: &TreeEntry) -> Result<bool, Error> {
+        if self.cache.blob_is_current(repo, entry)? {
+            return Ok(true);
+        }
+        let path = self.cache.blob_path(repo, entry.etag());
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(false);
+        }
+        let (cache, repo2, entry2) = (self.cache.clone(), repo.clone(), entry.clone());
+        let ok = tokio::task::spawn_blocking(move || cache.verify_blob(&repo2, &entry2))
+            .await
+            .map_err(|e| Error::io("verify", &path, std::io::Error::other(e.to_string())))??;
+        if !ok {
+            // A corrupt blob: remove it so the download replaces it.
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove corrupt blob", &path, e))?;
+        }
+        Ok(ok)
+    }
+
+    /// Downloads the selection's index files (they are selected anyway) and reads the shards
+    /// they name.
+    async fn read_indexes(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        tree: &[TreeEntry],
+        filter: &Filter,
+    ) -> Result<BTreeSet<String>, Error> {
+        let mut shards = BTreeSet::new();
+        for index in filter.index_files(tree) {
+            if !self.present(repo, index).await? {
+                self.engine.fetch(repo, commit, index).await?;
+            }
+            let path = self.cache.blob_path(repo, index.etag());
+            let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+            shards.extend(shards_of_index(&index.path, &bytes)?);
+        }
+        Ok(shards)
+    }
+
+    fn check_disk(&self, need: u64, margin: u64) -> Result<(), Error> {
+        let root = self.cache.root();
+        let st = nix::sys::statvfs::statvfs(root)
+            .map_err(|e| Error::io("statvfs", root, std::io::Error::from(e)))?;
+        let available = st.blocks_available() * st.fragment_size();
+        if need + margin > available {
+            return Err(Error::DiskFull {
+                path: root.to_path_buf(),
+                needed: need + margin,
+                available,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Default pause between progress reads for displays.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);

@@ -1,0 +1,435 @@
+//! The download engine: one file into `blobs/<etag>.incomplete`, verified, then finalized.
+//!
+//! A file larger than one chunk is fetched as ranges over a bounded, shared pool of
+//! connections. Ranges complete out of order; a hashing thread consumes them in order, reading
+//! each back from the page cache right after it was written (no second cold read, no large
+//! reorder buffer), and the dispatcher never runs more than `window_chunks` ahead of it.
+//! Completed ranges are recorded in a journal in our state dir after an `fdatasync`, so a crash
+//! resumes from what is durably on disk; on resume the journaled prefix is re-hashed from disk.
+//! A server that ignores Range (answers 200) is read as one stream.
+//!
+//! Why not `hf-hub`: it verifies no hash and cannot resume (DESIGN.md); both are required here.
+
+mod journal;
+mod stream;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, instrument, warn};
+
+use super::cache::HubCache;
+use super::hub::{FileSource, HubClient};
+use super::{Digest, Error, RepoId, TreeEntry};
+use journal::Journal;
+use stream::{Hasher, RangeOutcome, fetch_range, fetch_whole};
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Connections in flight across all files.
+    pub connections: usize,
+    /// Range size.
+    pub chunk_bytes: u64,
+    /// How far (in chunks) downloads may run ahead of the hash.
+    pub window_chunks: usize,
+    /// Attempts per range (resuming from the byte reached).
+    pub range_attempts: u32,
+    /// How often completed ranges are made durable and journaled.
+    pub journal_interval: Duration,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            connections: 16,
+            chunk_bytes: 16 << 20,
+            window_chunks: 64,
+            range_attempts: 8,
+            journal_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Bytes moved, for progress displays and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes received from the network.
+    pub downloaded: AtomicU64,
+    /// Bytes hashed (verified or being verified).
+    pub hashed: AtomicU64,
+}
+
+/// The engine, shared by the files of one or more syncs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    hub: HubClient,
+    cache: Arc<HubCache>,
+    opts: TransferOptions,
+    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+}
+
+impl Engine {
+    /// An engine over `hub` writing into `cache`.
+    pub fn new(hub: HubClient, cache: Arc<HubCache>, opts: TransferOptions) -> Engine {
+        let permits = Arc::new(Semaphore::new(opts.connections.max(1)));
+        Engine {
+            hub,
+            cache,
+            opts,
+            permits,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Progress counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Downloads, verifies and finalizes `entry`'s blob; returns its path. A content mismatch
+    /// discards the partial file and downloads once more before failing.
+    #[instrument(skip_all, fields(repo = %repo, path = %entry.path, size = entry.content_size()), err)]
+    pub async fn fetch(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        entry: &TreeEntry,
+    ) -> Result<PathBuf, Error> {
+        let src = self.hub.resolve_file(repo, commit, &entry.path).await?;
+        match self.fetch_once(repo, entry, &src).await {
+            Err(e @ Error::Mismatch { .. }) => {
+                warn!(error = %e, "verification failed, downloading again");
+                self.discard(repo, entry)?;
+                let src = self.hub.resolve_file(repo, commit, &entry.path).await?;
+                let r = self.fetch_once(repo, entry, &src).await;
+                if r.is_err() {
+                    self.discard(repo, entry)?;
+                }
+                r
+            }
+            other => other,
+        }
+    }
+
+    fn discard(&self, repo: &RepoId, entry: &TreeEntry) -> Result<(), Error> {
+        let inc = self.cache.incomplete_path(repo, entry.etag());
+        match std::fs::remove_file(&inc) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", inc, e)),
+        }
+        Journal::remove(&self.journal_path(repo, entry))
+    }
+
+    fn journal_path(&self, repo: &RepoId, entry: &TreeEntry) -> PathBuf {
+        self.cache
+            .state_dir()
+            .join("journal")
+            .join(repo.cache_folder())
+            .join(format!("{}.json", entry.etag()))
+    }
+
+    async fn fetch_once(
+        &self,
+        repo: &RepoId,
+        entry: &TreeEntry,
+        src: &FileSource,
+    ) -> Result<PathBuf, Error> {
+        let size = entry.content_size();
+        if let Some(announced) = src.size
+            && announced != size
+        {
+            return Err(Error::Mismatch {
+                path: entry.path.clone(),
+                kind: "size",
+                expected: size.to_string(),
+                actual: format!("{announced} (announced by the server)"),
+            });
+        }
+        let file = Arc::new(self.cache.open_incomplete(repo, entry.etag())?);
+        let inc_path = self.cache.incomplete_path(repo, entry.etag());
+        reserve(&file, size, &inc_path)?;
+        let chunk = self.opts.chunk_bytes.max(1);
+        let chunks = size.div_ceil(chunk) as usize;
+        let jpath = self.journal_path(repo, entry);
+        let journal = Journal::load(&jpath, size, chunk)?;
+        let resumed: BTreeSet<usize> = journal.done().clone();
+        if !resumed.is_empty() {
+            debug!(chunks = resumed.len(), of = chunks, "resuming from journal");
+        }
+        let hasher = Hasher::spawn(
+            file.clone(),
+            inc_path.clone(),
+            entry.digest(),
+            size,
+            chunk,
+            resumed.clone(),
+            self.counters.clone(),
+        );
+        let journal = Arc::new(Mutex::new(journal));
+        let result = if chunks <= 1 {
+            self.single_stream(src, &file, &inc_path, size, chunk, &hasher, &journal)
+                .await
+        } else {
+            self.ranges(
+                src, &file, &inc_path, size, chunk, &resumed, &hasher, &journal,
+            )
+            .await
+        };
+        if let Err(e) = result {
+            // Keep what is durable for the next attempt.
+            let _ = flush_journal(&file, &journal, &inc_path).await;
+            hasher.abort();
+            return Err(e);
+        }
+        let actual = hasher.finish().await?;
+        check_digest(entry, &actual)?;
+        let path = self.cache.finalize_blob(repo, entry.etag())?;
+        Journal::remove(&jpath)?;
+        Ok(path)
+    }
+
+    /// One stream for the whole file (small files, or a server that ignores Range).
+    #[allow(clippy::too_many_arguments)]
+    async fn single_stream(
+        &self,
+        src: &FileSource,
+        file: &Arc<std::fs::File>,
+        path: &std::path::Path,
+        size: u64,
+        chunk: u64,
+        hasher: &Hasher,
+        journal: &Arc<Mutex<Journal>>,
+    ) -> Result<(), Error> {
+        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match fetch_whole(
+                &self.hub,
+                src,
+                file,
+                path,
+                size,
+                chunk,
+                hasher,
+                &self.counters,
+            )
+            .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt < self.opts.range_attempts && retryable(&e) => {
+                    warn!(error = %e, attempt, "stream failed, starting over");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        lock(journal).mark_all(size.div_ceil(chunk) as usize);
+        Ok(())
+    }
+
+    /// Parallel ranges; falls back to one stream when the first answer shows Range ignored.
+    #[allow(clippy::too_many_arguments)]
+    async fn ranges(
+        &self,
+        src: &FileSource,
+        file: &Arc<std::fs::File>,
+        path: &std::path::Path,
+        size: u64,
+        chunk: u64,
+        resumed: &BTreeSet<usize>,
+        hasher: &Hasher,
+        journal: &Arc<Mutex<Journal>>,
+    ) -> Result<(), Error> {
+        let todo: Vec<usize> = (0..size.div_ceil(chunk) as usize)
+            .filter(|c| !resumed.contains(c))
+            .collect();
+        let Some((&first, rest)) = todo.split_first() else {
+            return Ok(());
+        };
+        // Probe with the first missing range alone: its status tells whether Range works.
+        match self
+            .range_task(src, file, path, size, chunk, first, hasher)
+            .await?
+        {
+            RangeOutcome::Done => lock(journal).mark(first),
+            RangeOutcome::RangeIgnored => {
+                debug!("server ignores Range: one stream");
+                return self
+                    .single_stream(src, file, path, size, chunk, hasher, journal)
+                    .await;
+            }
+        }
+        let mut frontier = hasher.frontier();
+        let mut tasks: JoinSet<Result<(usize, RangeOutcome), Error>> = JoinSet::new();
+        let mut ticker = tokio::time::interval(self.opts.journal_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = 0;
+        while next < rest.len() || !tasks.is_empty() {
+            let can_start = next < rest.len()
+                && rest[next] < *frontier.borrow() + self.opts.window_chunks
+                && tasks.len() < self.opts.connections.max(1);
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let (c, outcome) = done.map_err(|e| Error::Http { url: src.url.to_string(), reason: e.to_string() })??;
+                    match outcome {
+                        RangeOutcome::Done => lock(journal).mark(c),
+                        RangeOutcome::RangeIgnored => {
+                            return Err(Error::Protocol { url: super::hub::redact(&src.url), reason: "server stopped honouring Range mid-file".to_string() });
+                        }
+                    }
+                }
+                _ = async {}, if can_start => {
+                    let c = rest[next];
+                    next += 1;
+                    let me = self.clone();
+                    let (src, file, path, hasher) = (src.clone(), file.clone(), path.to_path_buf(), hasher.clone());
+                    tasks.spawn(async move {
+                        let o = me.range_task(&src, &file, &path, size, chunk, c, &hasher).await?;
+                        Ok((c, o))
+                    });
+                }
+                changed = frontier.changed(), if !can_start && next < rest.len() => {
+                    if changed.is_err() {
+                        return Err(Error::Protocol { url: super::hub::redact(&src.url), reason: "hashing stopped".to_string() });
+                    }
+                }
+                _ = ticker.tick() => flush_journal(file, journal, path).await?,
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn range_task(
+        &self,
+        src: &FileSource,
+        file: &Arc<std::fs::File>,
+        path: &std::path::Path,
+        size: u64,
+        chunk: u64,
+        index: usize,
+        hasher: &Hasher,
+    ) -> Result<RangeOutcome, Error> {
+        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        let start = index as u64 * chunk;
+        let end = (start + chunk).min(size);
+        let mut at = start;
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match fetch_range(&self.hub, src, file, path, at, end, &self.counters).await {
+                Ok(RangeOutcome::Done) => {
+                    hasher.chunk_done(index);
+                    return Ok(RangeOutcome::Done);
+                }
+                Ok(RangeOutcome::RangeIgnored) => return Ok(RangeOutcome::RangeIgnored),
+                Err((reached, e)) if attempt < self.opts.range_attempts && retryable(&e) => {
+                    warn!(error = %e, attempt, start, reached, "range failed, resuming");
+                    at = reached;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err((_, e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether retrying the transfer can help (network trouble, short bodies), as opposed to a
+/// full disk or a refusal.
+fn retryable(e: &Error) -> bool {
+    matches!(e, Error::Http { .. } | Error::Protocol { .. })
+}
+
+fn closed() -> Error {
+    Error::Http {
+        url: String::new(),
+        reason: "engine shut down".to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes completed ranges durable, then records them.
+async fn flush_journal(
+    file: &Arc<std::fs::File>,
+    journal: &Arc<Mutex<Journal>>,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    let pending = lock(journal).take_pending();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (f, j, p) = (file.clone(), journal.clone(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+        lock(&j).commit(&pending)
+    })
+    .await
+    .map_err(|e| Error::io("journal", path, std::io::Error::other(e.to_string())))?
+}
+
+/// Sizes the partial file and reserves its blocks, so a full disk shows before the download.
+fn reserve(file: &std::fs::File, size: u64, path: &std::path::Path) -> Result<(), Error> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len != size {
+        file.set_len(size)
+            .map_err(|e| Error::io("resize", path, e))?;
+    }
+    if size > 0 {
+        let len = i64::try_from(size).unwrap_or(i64::MAX);
+        match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EOPNOTSUPP) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    "reserve space for",
+                    path,
+                    std::io::Error::from(e),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_digest(entry: &TreeEntry, actual: &str) -> Result<(), Error> {
+    let (kind, expected) = match entry.digest() {
+        Digest::Sha256(h) => ("sha256", h),
+        Digest::GitSha1(h) => ("git sha1", h),
+    };
+    if !expected.eq_ignore_ascii_case(actual) {
+        return Err(Error::Mismatch {
+            path: entry.path.clone(),
+            kind,
+            expected,
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+// Keep the counters' ordering in one place.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests;
