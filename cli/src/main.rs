@@ -70,3 +70,15 @@ fn main() -> ExitCode {
     });
     ExitCode::from(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Clap's own consistency checks (unique names, valid defaults) run only in debug builds
+    /// when a subcommand is first parsed; run them over the whole tree here.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -8,9 +8,10 @@
 //!
 //! Drop order matters for [`TinyFs`]: declare it *before* the [`Containerd`] that uses it as its
 //! root, so that the daemon is killed (and its mounts removed) before the filesystem is unmounted.
-#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod containerd;
+pub mod hub_py;
 pub mod image;
 pub mod proxy;
 pub mod registry;
@@ -24,10 +25,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+// Re-exports: each test binary uses a different subset.
+#[allow(unused_imports)]
 pub use containerd::{Containerd, ContainerdBin, ContainerdOpts, TestEnv};
+#[allow(unused_imports)]
 pub use image::{OciLayout, build_image, push, push_with_creds};
+#[allow(unused_imports)]
 pub use proxy::CountingProxy;
+#[allow(unused_imports)]
 pub use registry::Registry;
+#[allow(unused_imports)]
 pub use tls::Ca;
 
 /// What to tell the user when the test environment is incomplete.

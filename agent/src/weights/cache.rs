@@ -17,8 +17,10 @@
 
 mod evict;
 mod fsx;
+mod hash;
 mod layout;
 mod publish;
+mod report;
 mod state;
 mod verify;
 
@@ -31,10 +33,9 @@ use std::time::SystemTime;
 use super::{Error, RepoId, TreeEntry};
 
 pub use evict::ModelUsage;
+pub use hash::{git_blob_sha1, hash_file, verify_blob};
 pub use layout::link_target;
-pub use verify::{
-    Problem, ProblemKind, VerifyMode, VerifyReport, git_blob_sha1, hash_file, verify_blob,
-};
+pub use report::{Problem, ProblemKind, VerifyMode, VerifyReport};
 
 use fsx::{BLOB_MODE, DIR_MODE};
 use layout::check_etag;

@@ -199,6 +199,45 @@ impl HubClient {
         }
     }
 
+    /// `method` on `url`, following redirects by hand (relative ones against the current URL),
+    /// the token only while on the endpoint's host. `on_hop` sees every answer's headers,
+    /// redirects included (the Hub puts `X-Linked-Size` and `X-Repo-Commit` on the redirect).
+    async fn follow(
+        &self,
+        method: Method,
+        mut url: Url,
+        what: &str,
+        mut on_hop: impl FnMut(&HeaderMap),
+    ) -> Result<(Url, Response), Error> {
+        for _ in 0..=MAX_REDIRECTS {
+            let send_token = self.same_host(&url);
+            let resp = self
+                .send(method.clone(), &url, send_token, HeaderMap::new())
+                .await?;
+            let resp = self.check(what, &url, resp)?;
+            on_hop(resp.headers());
+            if !resp.status().is_redirection() {
+                return Ok((url, resp));
+            }
+            let loc = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Error::Protocol {
+                    url: redact(&url),
+                    reason: "redirect without Location".to_string(),
+                })?;
+            url = url.join(loc).map_err(|e| Error::Protocol {
+                url: redact(&url),
+                reason: format!("bad Location: {e}"),
+            })?;
+        }
+        Err(Error::Protocol {
+            url: redact(&url),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
     /// The commit a revision (branch, tag or commit) points at.
     #[instrument(skip_all, fields(repo = %repo, revision), err)]
     pub async fn resolve_revision(&self, repo: &RepoId, revision: &str) -> Result<String, Error> {
@@ -207,8 +246,7 @@ impl HubClient {
             encode_segment(revision)
         ))?;
         let what = format!("{repo}@{revision}");
-        let resp = self.send(Method::GET, &url, true, HeaderMap::new()).await?;
-        let resp = self.check(&what, &url, resp)?;
+        let (url, resp) = self.follow(Method::GET, url, &what, |_| {}).await?;
         #[derive(serde::Deserialize)]
         struct Info {
             sha: String,
@@ -231,12 +269,11 @@ impl HubClient {
     pub async fn list_tree(&self, repo: &RepoId, commit: &str) -> Result<Vec<TreeEntry>, Error> {
         let mut url = self.url(&format!("/api/models/{repo}/tree/{commit}?recursive=true"))?;
         let mut out = Vec::new();
+        let what = format!("{repo}@{commit}");
         for _ in 0..MAX_PAGES {
-            let send_token = self.same_host(&url);
-            let resp = self
-                .send(Method::GET, &url, send_token, HeaderMap::new())
-                .await?;
-            let resp = self.check(&format!("{repo}@{commit}"), &url, resp)?;
+            // Some servers redirect the listing (olah: to the URL with a trailing slash).
+            let (page_url, resp) = self.follow(Method::GET, url, &what, |_| {}).await?;
+            url = page_url;
             let next = next_link(resp.headers(), &url);
             let page: Vec<RawEntry> = resp.json().await.map_err(|e| Error::Protocol {
                 url: redact(&url),
@@ -280,7 +317,7 @@ impl HubClient {
         commit: &str,
         path: &str,
     ) -> Result<FileSource, Error> {
-        let mut url = self.url(&format!(
+        let url = self.url(&format!(
             "/{repo}/resolve/{commit}/{}",
             path.split('/')
                 .map(encode_segment)
@@ -289,40 +326,20 @@ impl HubClient {
         ))?;
         let mut size = None;
         let mut repo_commit = None;
-        for _ in 0..=MAX_REDIRECTS {
-            let send_token = self.same_host(&url);
-            let resp = self
-                .send(Method::HEAD, &url, send_token, HeaderMap::new())
-                .await?;
-            let resp = self.check(&format!("{repo}/{path}"), &url, resp)?;
-            let h = resp.headers();
-            size = size.or_else(|| header_u64(h, "x-linked-size"));
-            repo_commit = repo_commit.or_else(|| header_str(h, "x-repo-commit"));
-            if resp.status().is_redirection() {
-                let loc = h
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Protocol {
-                        url: redact(&url),
-                        reason: "redirect without Location".to_string(),
-                    })?;
-                url = url.join(loc).map_err(|e| Error::Protocol {
-                    url: redact(&url),
-                    reason: format!("bad Location: {e}"),
-                })?;
-                continue;
-            }
-            size = size.or_else(|| header_u64(h, "content-length"));
-            return Ok(FileSource {
-                send_token: self.same_host(&url),
-                url,
-                size,
-                commit: repo_commit,
-            });
-        }
-        Err(Error::Protocol {
-            url: redact(&url),
-            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        let (url, resp) = self
+            .follow(Method::HEAD, url, &format!("{repo}/{path}"), |h| {
+                size = size.or_else(|| header_u64(h, "x-linked-size"));
+                repo_commit = repo_commit
+                    .take()
+                    .or_else(|| header_str(h, "x-repo-commit"));
+            })
+            .await?;
+        let size = size.or_else(|| header_u64(resp.headers(), "content-length"));
+        Ok(FileSource {
+            send_token: self.same_host(&url),
+            url,
+            size,
+            commit: repo_commit,
         })
     }
 

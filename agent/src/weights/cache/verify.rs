@@ -1,158 +1,17 @@
-//! Re-verifying a published snapshot, and the content hashes (sha256 for LFS files, git blob
-//! sha1 for plain ones). Verification reports problems and changes nothing; the caller repairs
-//! by syncing again.
+//! Re-verifying a published snapshot. Verification reports problems and changes nothing; the
+//! caller repairs by syncing again.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
-use sha1::Digest as _;
-
-use super::super::{Digest, Error, Lfs, RepoId, TreeEntry, safe_relative_path};
+use super::super::{Error, Lfs, RepoId, TreeEntry, safe_relative_path};
 use super::HubCache;
 use super::fsx;
+use super::hash::hash_file;
 use super::layout::{self, Trees, check_commit, check_entry, link_target};
+use super::report::{ProblemKind, VerifyMode, VerifyReport};
 use super::state::{SELECTIONS, Selection};
-
-/// Read buffer for hashing.
-const BUF: usize = 1 << 20;
-
-/// How thoroughly to verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerifyMode {
-    /// Links, presence, sizes and the fingerprints recorded when each blob was verified.
-    Quick,
-    /// Links, presence, sizes and a full hash of every blob.
-    Full,
-}
-
-/// What is wrong with one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    /// `snapshots/<commit>` does not exist.
-    MissingSnapshot,
-    /// `trees/<commit>.json` is absent or unreadable: offline readers cannot tell that the
-    /// snapshot is incomplete.
-    MissingTrees,
-    /// The file is not in the trees file (or with another blob), so readers do not require it.
-    NotInTrees,
-    /// The file is missing from the snapshot.
-    Missing,
-    /// The snapshot entry is not a symlink (or a directory on its way is one).
-    NotALink,
-    /// The symlink points somewhere else than its blob.
-    WrongTarget,
-    /// The blob the link points at is missing or not a regular file.
-    DanglingLink,
-    /// The blob has the wrong size.
-    WrongSize,
-    /// The blob's metadata changed since it was verified, or it never was (Quick).
-    ChangedFingerprint,
-    /// The blob's content does not match its digest (Full).
-    HashMismatch,
-}
-
-/// One problem found by [`HubCache::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Problem {
-    /// The file's path in the repository (or the cache entry for snapshot-wide problems).
-    pub path: String,
-    /// What is wrong.
-    pub kind: ProblemKind,
-    /// Details for people.
-    pub detail: String,
-}
-
-/// The result of [`HubCache::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VerifyReport {
-    /// Model id.
-    pub repo: String,
-    /// Commit verified.
-    pub commit: String,
-    /// How.
-    pub mode: VerifyMode,
-    /// Files the snapshot should contain.
-    pub files: usize,
-    /// Their bytes.
-    pub bytes: u64,
-    /// What is wrong; empty when the snapshot is complete and intact.
-    pub problems: Vec<Problem>,
-}
-
-impl VerifyReport {
-    /// Whether no problem was found.
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    fn problem(&mut self, path: &str, kind: ProblemKind, detail: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_string(),
-            kind,
-            detail: detail.into(),
-        });
-    }
-}
-
-/// Git's blob id of `content`: `sha1("blob <len>\0" + content)`, hex.
-pub fn git_blob_sha1(content: &[u8]) -> String {
-    let mut h = sha1::Sha1::new();
-    h.update(format!("blob {}\0", content.len()).as_bytes());
-    h.update(content);
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether the file at `path` (opened without following a symlink) has `digest`, streamed
-/// with a 1 MiB buffer.
-pub fn hash_file(path: &Path, digest: &Digest) -> Result<bool, Error> {
-    let mut file = fsx::open_read(path).map_err(|e| fsx::open_error("open", path, e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    let mut buf = vec![0u8; BUF];
-    let mut feed = |update: &mut dyn FnMut(&[u8])| -> Result<(), Error> {
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => update(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read", path, e)),
-            }
-        }
-    };
-    let (actual, expected) = match digest {
-        Digest::Sha256(expected) => {
-            let mut h = sha2::Sha256::new();
-            feed(&mut |d| h.update(d))?;
-            (hex(&h.finalize()), expected)
-        }
-        Digest::GitSha1(expected) => {
-            let mut h = sha1::Sha1::new();
-            h.update(format!("blob {size}\0").as_bytes());
-            feed(&mut |d| h.update(d))?;
-            (hex(&h.finalize()), expected)
-        }
-    };
-    Ok(actual.eq_ignore_ascii_case(expected))
-}
-
-/// Whether `path` is a regular file (not a symlink) with the entry's size and digest.
-pub fn verify_blob(path: &Path, entry: &TreeEntry) -> Result<bool, Error> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == entry.content_size() => hash_file(path, &entry.digest()),
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("stat", path, e)),
-    }
-}
 
 impl HubCache {
     /// Re-verifies `snapshots/<commit>` of `repo` without changing anything: every file that

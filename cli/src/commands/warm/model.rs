@@ -34,6 +34,9 @@ pub struct HubArgs {
     /// A file holding the Hub token (else `HF_TOKEN`). Never logged.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Longest silence (seconds) while reading from the Hub before the request is retried.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hub_read_timeout: u64,
     /// Token from the environment, as the Hub's own clients read it.
     #[arg(
         long = "hf-token-env",
@@ -61,6 +64,7 @@ impl HubArgs {
     /// A Hub client with the token from `--token-file` or `HF_TOKEN`.
     pub fn hub(&self) -> anyhow::Result<HubClient> {
         let mut opts = HubOptions::new(&self.endpoint);
+        opts.read_timeout = std::time::Duration::from_secs(self.hub_read_timeout);
         opts.token = match &self.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -93,8 +97,8 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub chunk_mib: u64,
     /// Free space (MiB) to leave on the cache's filesystem.
-    #[arg(long = "cache-margin-mib", default_value_t = 1024)]
-    pub margin_mib: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub cache_margin_mib: u64,
 }
 
 /// Validated inputs of a model sync, checked before any work starts.
@@ -111,7 +115,7 @@ pub fn prepare(hub: &HubArgs, sync: &SyncArgs, model: &str) -> anyhow::Result<Pr
     let mut opts = SyncOptions::new(filter);
     opts.revision = hub.revision.clone();
     opts.files_at_once = sync.files_at_once as usize;
-    opts.margin_bytes = sync.margin_mib << 20;
+    opts.margin_bytes = sync.cache_margin_mib << 20;
     opts.transfer = TransferOptions {
         connections: sync.connections as usize,
         chunk_bytes: sync.chunk_mib << 20,
