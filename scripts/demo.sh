@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Offline demo of the main job: `coldctl warm --here --image REF` against a private containerd
-# and a private registry, both in a temp dir on loopback. The host's containerd is never touched.
+# Offline demo of the main job: `coldctl warm MODEL --image REF --here` against a private
+# containerd, a private registry and a local Hub server (the in-repo fake Hub serving a generated
+# model from disk), all in a temp dir on loopback. The host's containerd is never touched, and
+# nothing leaves the machine. The real huggingface_hub client then loads the synced model offline.
 #
 #   scripts/demo.sh [SUITE]     SUITE: bookworm (1.6), trixie (1.7, default) or sid (2.x)
 set -euo pipefail
@@ -9,16 +11,23 @@ SUITE="${1:-trixie}"
 ENV_FILE=$(scripts/test-env.sh)
 read -r _ _ VERSION BIN < <(grep "^containerd $SUITE " "$ENV_FILE")
 
-echo "== building coldctl"
-cargo build --release -q -p coldctl
+PYTHON=$(awk '$1 == "python" {print $2}' "$ENV_FILE")
+
+echo "== building coldctl and the local Hub server"
+cargo build --release -q -p coldctl -p coldstart-fakehub
 COLDCTL="$PWD/target/release/coldctl"
+FAKEHUB="$PWD/target/release/fake-hub"
 
 WORK=$(mktemp -d /tmp/coldstart-demo.XXXXXX)
 cleanup() {
+  local rc=$?
+  set +e
   [ -n "${CTD_PID:-}" ] && kill -9 "$CTD_PID" 2>/dev/null && wait "$CTD_PID" 2>/dev/null
   [ -n "${REG_PID:-}" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  [ -n "${HUB_PID:-}" ] && kill "$HUB_PID" 2>/dev/null && wait "$HUB_PID" 2>/dev/null
   grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$WORK"
+  exit "$rc"
 }
 trap cleanup EXIT
 
@@ -105,11 +114,46 @@ PATH="$BIN:$PATH" "$BIN/containerd" --config "$WORK/containerd.toml" >"$WORK/con
 CTD_PID=$!
 for _ in $(seq 100); do "$BIN/ctr" -a "$WORK/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "== coldctl warm --here --image registry.coldstart.test/demo/vllm-like:v1"
-"$COLDCTL" warm --here --image registry.coldstart.test/demo/vllm-like:v1 \
-  --containerd-socket "$WORK/containerd.sock" --margin-mib 64
-echo "== as JSON (second run: already present, re-checked)"
-"$COLDCTL" warm --here --image registry.coldstart.test/demo/vllm-like:v1 \
-  --containerd-socket "$WORK/containerd.sock" --margin-mib 64 -o json
+echo "== a local Hub serving demo-org/tiny-llama (two 64 MiB safetensors shards, an index,"
+echo "   configs, a tokenizer, and a pytorch_model.bin that vLLM would not load)"
+M="$WORK/model"; mkdir -p "$M"
+echo '{"model_type":"llama","hidden_size":64}' > "$M/config.json"
+echo '{"do_sample":true}' > "$M/generation_config.json"
+head -c 300000 /dev/urandom | base64 > "$M/tokenizer.json"
+echo '{"chat_template":"{{ messages }}"}' > "$M/tokenizer_config.json"
+echo '{"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}' > "$M/model.safetensors.index.json"
+head -c $((64 << 20)) /dev/urandom > "$M/model-00001-of-00002.safetensors"
+head -c $((64 << 20)) /dev/urandom > "$M/model-00002-of-00002.safetensors"
+head -c $((8 << 20)) /dev/urandom > "$M/pytorch_model.bin"
+"$FAKEHUB" --addr 127.0.0.1:0 --repo "demo-org/tiny-llama=$M" >"$WORK/hub.out" 2>"$WORK/hub.log" &
+HUB_PID=$!
+for _ in $(seq 300); do grep -q '^listening ' "$WORK/hub.out" 2>/dev/null && break; sleep 0.1; done
+HUB=$(awk '$1 == "listening" {print $2}' "$WORK/hub.out")
+[ -n "$HUB" ] || { cat "$WORK/hub.log" >&2; echo "the local Hub did not start" >&2; exit 1; }
+echo "   $HUB"
+
+CACHE="$WORK/hf-cache"
+warm() {
+  "$COLDCTL" warm demo-org/tiny-llama --image registry.coldstart.test/demo/vllm-like:v1 --here \
+    --containerd-socket "$WORK/containerd.sock" --margin-mib 64 \
+    --cache-dir "$CACHE" --endpoint "$HUB" --cache-margin-mib 64 "$@"
+}
+echo "== coldctl warm demo-org/tiny-llama --image registry.coldstart.test/demo/vllm-like:v1 --here"
+warm
+echo "== as JSON (second run: both already present, re-checked, nothing downloaded)"
+warm -o json
 echo "== what containerd holds in namespace k8s.io (note io.cri-containerd.pinned=pinned)"
 "$BIN/ctr" -a "$WORK/containerd.sock" -n k8s.io images ls
+echo "== the Hub cache vLLM reads (HF_HUB_CACHE=$CACHE)"
+(cd "$CACHE" && find . | sort | sed "s/^/   /")
+echo "== the real huggingface_hub client, offline, finds the model (as vLLM would)"
+HF_HUB_OFFLINE=1 HF_HUB_CACHE="$CACHE" "$PYTHON" - <<'PY'
+from huggingface_hub import snapshot_download, hf_hub_download
+import json, os
+snap = snapshot_download("demo-org/tiny-llama", allow_patterns=["*.json", "*.safetensors"])
+print("   snapshot:", snap)
+print("   files:", sorted(os.listdir(snap)))
+print("   config:", json.load(open(hf_hub_download("demo-org/tiny-llama", "config.json"))))
+PY
+echo "== coldctl verify (full hash of every byte)"
+"$COLDCTL" verify demo-org/tiny-llama --here --cache-dir "$CACHE" --full
