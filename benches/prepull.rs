@@ -322,12 +322,19 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Warm-up rounds, then timed rounds; each round is ours then ctr, each from cold.
+    /// Warm-up rounds, then timed rounds; each from cold. The order alternates by round
+    /// (ours then ctr, then ctr then ours) so that neither tool always runs right after the
+    /// other's writeback.
     fn alternate(&self) -> anyhow::Result<Vec<Sample>> {
         let mut samples = Vec::new();
         for round in 0..self.cfg.warmup + self.cfg.runs {
             let warmup = round < self.cfg.warmup;
-            for tool in [Tool::Ours, Tool::Ctr] {
+            let order = if round % 2 == 0 {
+                [Tool::Ours, Tool::Ctr]
+            } else {
+                [Tool::Ctr, Tool::Ours]
+            };
+            for tool in order {
                 self.clean()?;
                 let s = self.pull(tool, round, warmup)?;
                 self.check_unpacked(tool)?;
