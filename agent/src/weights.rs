@@ -8,6 +8,7 @@
 //! - [`transfer`]: the download engine: parallel ranges, in-order hashing, resume journal.
 //! - [`sync`]: one model revision end to end.
 //! - [`budget`]: the cache's byte budget and the LRU eviction planner.
+//! - [`watch`]: re-verification of what changes underneath the cache (inotify).
 
 pub mod budget;
 pub mod cache;
@@ -16,6 +17,7 @@ pub mod hub;
 pub mod names;
 pub mod sync;
 pub mod transfer;
+pub mod watch;
 
 use std::path::PathBuf;
 
