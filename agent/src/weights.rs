@@ -7,13 +7,17 @@
 //!   verification and fingerprints; our own state lives in a sibling directory.
 //! - [`transfer`]: the download engine: parallel ranges, in-order hashing, resume journal.
 //! - [`sync`]: one model revision end to end.
+//! - [`budget`]: the cache's byte budget and the LRU eviction planner.
+//! - [`watch`]: re-verification of what changes underneath the cache (inotify).
 
+pub mod budget;
 pub mod cache;
 pub mod filter;
 pub mod hub;
 pub mod names;
 pub mod sync;
 pub mod transfer;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -140,6 +144,29 @@ pub enum Error {
         /// Bytes available.
         available: u64,
     },
+    /// The cache would exceed its byte budget even with every unwanted snapshot evicted.
+    #[error(
+        "cache budget {} ({budget} bytes) cannot fit this sync: {} ({need} bytes) to download on top of {} ({remaining} bytes) that must stay; kept: {kept}",
+        budget::format_size(*budget), budget::format_size(*need), budget::format_size(*remaining)
+    )]
+    OverBudget {
+        /// The budget in bytes.
+        budget: u64,
+        /// Bytes still to download.
+        need: u64,
+        /// Bytes in use after evicting every snapshot that may go.
+        remaining: u64,
+        /// The wanted snapshots kept (`org/name@commit`, comma-separated), or `nothing`.
+        kept: String,
+    },
+    /// A size does not parse.
+    #[error("invalid size {value:?}: {reason}")]
+    InvalidSize {
+        /// What was given (cut to 64 characters).
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The cache holds something we did not put there (a symlink where a directory should
     /// be, a file outside the layout).
     #[error("unsafe cache entry {path}: {reason}")]
@@ -189,6 +216,8 @@ impl Error {
             Error::Http { .. } => "http",
             Error::Mismatch { .. } => "mismatch",
             Error::DiskFull { .. } => "disk_full",
+            Error::OverBudget { .. } => "over_budget",
+            Error::InvalidSize { .. } => "invalid_size",
             Error::UnsafeCache { .. } => "unsafe_cache",
             Error::Io { source, .. } if source.raw_os_error() == Some(28) => "disk_full",
             Error::Io { .. } => "io",

@@ -32,7 +32,8 @@ use std::time::SystemTime;
 
 use super::{Error, RepoId, TreeEntry};
 
-pub use evict::ModelUsage;
+pub use evict::{CacheUsage, ModelUsage, SnapshotBlobs};
+pub use fsx::TEMP_PREFIX;
 pub use hash::{git_blob_sha1, hash_file, verify_blob};
 pub use layout::link_target;
 pub use report::{Problem, ProblemKind, VerifyMode, VerifyReport};

@@ -10,6 +10,7 @@ use futures::stream::{self, TryStreamExt};
 use tokio::time::Instant;
 use tracing::{info, instrument};
 
+use super::budget::{Demand, Evicted, Wanted, plan_eviction};
 use super::cache::HubCache;
 use super::filter::{Filter, shards_of_index};
 use super::hub::HubClient;
@@ -29,6 +30,11 @@ pub struct SyncOptions {
     pub margin_bytes: u64,
     /// The engine's tuning.
     pub transfer: TransferOptions,
+    /// Bytes the cache may hold (all models); past it, unwanted snapshots are evicted least
+    /// recently used first before anything is downloaded. `None`: no budget.
+    pub budget_bytes: Option<u64>,
+    /// Snapshots the node wants kept whatever the budget (the one being synced always is).
+    pub wanted: Vec<Wanted>,
 }
 
 impl SyncOptions {
@@ -40,6 +46,8 @@ impl SyncOptions {
             files_at_once: 4,
             margin_bytes: 1 << 30,
             transfer: TransferOptions::default(),
+            budget_bytes: None,
+            wanted: Vec::new(),
         }
     }
 }
@@ -65,6 +73,8 @@ pub struct SyncReport {
     pub downloaded_bytes: u64,
     /// Patterns a reader passes as `allow_patterns` to load exactly this selection.
     pub allow_patterns: Vec<String>,
+    /// Snapshots evicted to stay within the budget, with the bytes each freed.
+    pub evicted: Vec<Evicted>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -129,6 +139,7 @@ impl Syncer {
         }
         let need: u64 = missing.iter().map(TreeEntry::content_size).sum();
         self.total.store(need, std::sync::atomic::Ordering::Relaxed);
+        let evicted = self.fit_budget(repo, &commit, &selected, &missing, opts)?;
         self.check_disk(need, opts.margin_bytes)?;
         info!(
             selected = selected.len(),
@@ -168,6 +179,7 @@ impl Syncer {
             downloaded_files: missing.len(),
             downloaded_bytes: downloaded,
             allow_patterns: opts.filter.allow_patterns(&selected),
+            evicted,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -214,6 +226,56 @@ impl Syncer {
         Ok(shards)
     }
 
+    /// Evicts unwanted snapshots, least recently used first, until what the cache holds plus
+    /// what is still to download fits the budget; fails before any download (and without
+    /// evicting anything) when it cannot fit. Never removes a blob that a wanted snapshot or
+    /// this sync links.
+    fn fit_budget(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        selected: &[TreeEntry],
+        missing: &[TreeEntry],
+        opts: &SyncOptions,
+    ) -> Result<Vec<Evicted>, Error> {
+        let Some(budget) = opts.budget_bytes else {
+            return Ok(Vec::new());
+        };
+        // Partial downloads already count as in use: only the rest is new.
+        let need = missing
+            .iter()
+            .map(|e| {
+                let partial = std::fs::symlink_metadata(self.cache.incomplete_path(repo, e.etag()))
+                    .map_or(0, |m| m.len());
+                e.content_size().saturating_sub(partial)
+            })
+            .sum();
+        let mut wanted = opts.wanted.clone();
+        wanted.push(Wanted {
+            repo: repo.clone(),
+            revision: commit.to_string(),
+        });
+        let ours: BTreeSet<String> = selected.iter().map(|e| e.etag().to_string()).collect();
+        let protect = ours.iter().map(|e| (repo.clone(), e.clone())).collect();
+        let usage = self.cache.usage()?;
+        let demand = Demand {
+            budget,
+            need,
+            wanted: &wanted,
+            protect: &protect,
+        };
+        let plan = plan_eviction(&usage, &demand)?;
+        let none = BTreeSet::new();
+        let mut out = Vec::with_capacity(plan.len());
+        for e in plan {
+            let keep = if e.repo == *repo { &ours } else { &none };
+            let bytes = self.cache.evict_keeping(&e.repo, &e.commit, keep)?;
+            info!(repo = %e.repo, commit = %e.commit, bytes, "evicted to fit the cache budget");
+            out.push(Evicted { bytes, ..e });
+        }
+        Ok(out)
+    }
+
     fn check_disk(&self, need: u64, margin: u64) -> Result<(), Error> {
         let root = self.cache.root();
         let st = nix::sys::statvfs::statvfs(root)
@@ -232,3 +294,6 @@ impl Syncer {
 
 /// Default pause between progress reads for displays.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests;

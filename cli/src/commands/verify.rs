@@ -1,10 +1,18 @@
 //! `coldctl verify MODEL --here --cache-dir DIR`: re-verify a synced model in the local Hub
-//! cache: a cheap fingerprint check (size, mtime, inode) by default, a full hash with `--full`.
-//! Exit 0 when the snapshot is complete and intact, 1 otherwise; `coldctl warm` repairs.
+//! cache: the cheap fingerprint check (size, mtime, ctime, inode) first and a full hash of
+//! just the blobs whose fingerprint changed; every byte with `--full`. Exit 0 when the
+//! snapshot is complete and intact, 1 otherwise; `coldctl warm` repairs.
+//!
+//! With `--watch`, keeps watching the snapshot (inotify) after the first verification and
+//! re-verifies what changes underneath, one line (or one JSON document per line with
+//! `-o json`) per re-verification, until SIGINT/SIGTERM or `--watch-for` seconds; the exit
+//! code then follows the last verification.
+
+mod watch;
 
 use anyhow::Context;
 use coldstart_agent::weights::RepoId;
-use coldstart_agent::weights::cache::VerifyMode;
+use coldstart_agent::weights::cache::{HubCache, VerifyMode, VerifyReport};
 use serde_json::json;
 
 use super::warm::{HubArgs, fail};
@@ -18,9 +26,16 @@ pub struct Args {
     pub model: String,
     #[command(flatten)]
     pub hub: HubArgs,
-    /// Hash every byte instead of comparing fingerprints.
+    /// Hash every byte instead of trusting unchanged fingerprints.
     #[arg(long)]
     pub full: bool,
+    /// Keep watching the cache and re-verify what changes underneath, until SIGINT/SIGTERM.
+    #[arg(long)]
+    pub watch: bool,
+    /// With `--watch`: stop after this many seconds.
+    #[arg(long, value_name = "SECONDS", requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_for: Option<u64>,
 }
 
 /// Runs the verb; returns the exit code.
@@ -29,8 +44,16 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         eprintln!("error: only `coldctl verify --here` is available in this version");
         return EXIT_USAGE;
     }
-    match verify(args).await {
-        Ok((report, ok)) => {
+    let opened = match open(args) {
+        Ok(o) => o,
+        Err(e) => return fail(cli, &[e]),
+    };
+    if args.watch {
+        return watch::run(cli, args, opened).await;
+    }
+    match verify(&opened, args.full).await {
+        Ok(report) => {
+            let ok = report.is_ok();
             match cli.output {
                 Format::Json => output::print_json(&json!({ "ok": ok, "report": report })),
                 Format::Text => println!(
@@ -44,21 +67,37 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
     }
 }
 
-async fn verify(args: &Args) -> anyhow::Result<(serde_json::Value, bool)> {
+/// The cache and the snapshot a `verify` looks at.
+pub struct Opened {
+    cache: std::sync::Arc<HubCache>,
+    repo: RepoId,
+    commit: String,
+}
+
+fn open(args: &Args) -> anyhow::Result<Opened> {
     let repo = RepoId::parse(&args.model)?;
     let cache = args.hub.open_cache()?;
     let commit = resolve_local(&cache.repo_dir(&repo), &args.hub.revision)?;
-    let mode = if args.full {
-        VerifyMode::Full
-    } else {
-        VerifyMode::Quick
-    };
-    let (c, r) = (cache.clone(), repo.clone());
-    let report = tokio::task::spawn_blocking(move || c.verify(&r, &commit, mode))
-        .await
-        .context("verify task")??;
-    let ok = report.is_ok();
-    Ok((serde_json::to_value(&report)?, ok))
+    Ok(Opened {
+        cache,
+        repo,
+        commit,
+    })
+}
+
+/// Fingerprints first (a hash where one changed), or every byte when `full`.
+async fn verify(o: &Opened, full: bool) -> anyhow::Result<VerifyReport> {
+    let (c, r, commit) = (o.cache.clone(), o.repo.clone(), o.commit.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        if full {
+            c.verify(&r, &commit, VerifyMode::Full)
+        } else {
+            c.reverify(&r, &commit, None)
+        }
+    })
+    .await
+    .context("verify task")??;
+    Ok(report)
 }
 
 /// The commit a revision names in the local cache: a commit sha as is, else `refs/<rev>`.

@@ -28,10 +28,63 @@ pub struct ModelUsage {
     pub last_used: SystemTime,
 }
 
+/// What one published snapshot links, blob by blob: the input of the budget planner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBlobs {
+    /// Model id.
+    pub repo: RepoId,
+    /// Commit of the snapshot.
+    pub commit: String,
+    /// Refs (`main`, tags) that point at this commit.
+    pub refs: Vec<String>,
+    /// Last use recorded by [`HubCache::touch`], else the snapshot directory's mtime.
+    pub last_used: SystemTime,
+    /// Blob name -> bytes on disk (0 when the blob is missing) of every blob it links.
+    pub blobs: BTreeMap<String, u64>,
+}
+
+/// What the cache holds: bytes on disk and what each published snapshot links.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheUsage {
+    /// Bytes of every regular file in every `blobs/` directory (partial downloads and
+    /// unpublished blobs included).
+    pub used_bytes: u64,
+    /// Every published snapshot, least recently used first.
+    pub snapshots: Vec<SnapshotBlobs>,
+}
+
 impl HubCache {
     /// Every published commit of every model in the cache, least recently used first.
     pub fn inventory(&self) -> Result<Vec<ModelUsage>, Error> {
+        let usage = self.usage()?;
         let mut out = Vec::new();
+        for snap in &usage.snapshots {
+            let shared = |e: &String| {
+                usage.snapshots.iter().any(|o| {
+                    o.repo == snap.repo && o.commit != snap.commit && o.blobs.contains_key(e)
+                })
+            };
+            out.push(ModelUsage {
+                repo: snap.repo.clone(),
+                commit: snap.commit.clone(),
+                bytes: snap.blobs.values().sum(),
+                exclusive_bytes: snap
+                    .blobs
+                    .iter()
+                    .filter(|(e, _)| !shared(e))
+                    .map(|(_, n)| n)
+                    .sum(),
+                refs: snap.refs.clone(),
+                last_used: snap.last_used,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Bytes in use and every published snapshot with the blobs it links, least recently
+    /// used first.
+    pub fn usage(&self) -> Result<CacheUsage, Error> {
+        let mut out = CacheUsage::default();
         let entries =
             std::fs::read_dir(&self.root).map_err(|e| Error::io("list", &self.root, e))?;
         for entry in entries {
@@ -41,16 +94,35 @@ impl HubCache {
                 continue;
             };
             if is_dir {
-                out.extend(self.repo_usage(&repo)?);
+                out.used_bytes += self.blob_bytes(&repo)?;
+                out.snapshots.extend(self.repo_snapshots(&repo)?);
             }
         }
-        out.sort_by(|a, b| {
+        out.snapshots.sort_by(|a, b| {
             (a.last_used, &a.repo, &a.commit).cmp(&(b.last_used, &b.repo, &b.commit))
         });
         Ok(out)
     }
 
-    fn repo_usage(&self, repo: &RepoId) -> Result<Vec<ModelUsage>, Error> {
+    /// Bytes of the regular files in `blobs/`.
+    fn blob_bytes(&self, repo: &RepoId) -> Result<u64, Error> {
+        let Some(blobs) = self.existing_blobs_dir(repo)? else {
+            return Ok(0);
+        };
+        let entries = std::fs::read_dir(&blobs).map_err(|e| Error::io("list", &blobs, e))?;
+        let mut total = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &blobs, e))?;
+            if let Ok(m) = std::fs::symlink_metadata(entry.path())
+                && m.is_file()
+            {
+                total += m.len();
+            }
+        }
+        Ok(total)
+    }
+
+    fn repo_snapshots(&self, repo: &RepoId) -> Result<Vec<SnapshotBlobs>, Error> {
         let Some(snapshots) =
             fsx::existing_dirs(&self.root, &[repo.cache_folder().as_str(), "snapshots"])?
         else {
@@ -58,31 +130,27 @@ impl HubCache {
         };
         let linked = self.linked_blobs(repo)?;
         let mut refs = self.refs(repo)?;
-        let mut sizes = BTreeMap::new();
-        if let Some(blobs) = self.existing_blobs_dir(repo)? {
-            for etag in linked.values().flatten() {
-                let size = std::fs::symlink_metadata(blobs.join(etag))
-                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 });
-                sizes.insert(etag.clone(), size);
-            }
-        }
+        let blobs = self.existing_blobs_dir(repo)?;
+        let size = |etag: &String| {
+            blobs.as_ref().map_or(0, |b| {
+                std::fs::symlink_metadata(b.join(etag))
+                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 })
+            })
+        };
         let mut out = Vec::new();
         for (commit, etags) in linked.iter().filter(|(c, _)| layout::is_commit(c)) {
-            let shared = |e: &String| linked.iter().any(|(c, set)| c != commit && set.contains(e));
-            let size = |e: &String| sizes.get(e).copied().unwrap_or(0);
             let last_used = match self.last_used(repo, commit)? {
                 Some(t) => t,
                 None => std::fs::symlink_metadata(snapshots.join(commit))
                     .and_then(|m| m.modified())
                     .unwrap_or(SystemTime::UNIX_EPOCH),
             };
-            out.push(ModelUsage {
+            out.push(SnapshotBlobs {
                 repo: repo.clone(),
                 commit: commit.clone(),
-                bytes: etags.iter().map(size).sum(),
-                exclusive_bytes: etags.iter().filter(|e| !shared(e)).map(size).sum(),
                 refs: refs.remove(commit.as_str()).unwrap_or_default(),
                 last_used,
+                blobs: etags.iter().map(|e| (e.clone(), size(e))).collect(),
             });
         }
         Ok(out)
@@ -94,17 +162,36 @@ impl HubCache {
     /// a commit that stays are kept). Blobs of downloads not yet published are not touched.
     /// Returns the bytes of the blobs removed.
     pub fn evict(&self, repo: &RepoId, commit: &str) -> Result<u64, Error> {
+        self.evict_keeping(repo, commit, &BTreeSet::new())
+    }
+
+    /// [`HubCache::evict`], keeping also the blobs named in `protect` (e.g. those a sync in
+    /// progress counts on finding).
+    ///
+    /// Crash-safe in this order: refs, then the snapshot (renamed aside and the directory
+    /// fsynced before anything else goes), the trees file, and only then the blobs; a reader
+    /// never finds a ref or snapshot whose blobs are gone.
+    pub fn evict_keeping(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        protect: &BTreeSet<String>,
+    ) -> Result<u64, Error> {
         check_commit(commit)?;
         let _lock = self.lock_repo(repo)?;
         let Some(repo_dir) = fsx::existing_dirs(&self.root, &[repo.cache_folder()])? else {
             return Ok(0);
         };
+        if let Some(snapshots) = fsx::existing_dirs(&repo_dir, &["snapshots"])? {
+            // What an interrupted evict left aside would otherwise keep its blobs forever.
+            super::publish::remove_stale_temps(&snapshots)?;
+        }
         let mut linked = self.linked_blobs(repo)?;
         let mut candidates = linked.remove(commit).unwrap_or_default();
         if let Some(sel) = self.read_record::<Selection>(SELECTIONS, repo, commit)? {
             candidates.extend(sel.files.iter().map(|f| f.etag().to_string()));
         }
-        let keep: BTreeSet<&String> = linked.values().flatten().collect();
+        let keep: BTreeSet<&String> = linked.values().flatten().chain(protect).collect();
         self.remove_refs_to(repo, commit)?;
         if let Some(snapshots) = fsx::existing_dirs(&repo_dir, &["snapshots"])? {
             let dir = snapshots.join(commit);

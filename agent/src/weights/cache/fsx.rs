@@ -19,7 +19,7 @@ pub(super) const FILE_MODE: u32 = 0o644;
 /// Finalized blobs: content-addressed, never written again.
 pub(super) const BLOB_MODE: u32 = 0o444;
 /// Prefix of every temporary name we create inside the cache; never a commit, etag or ref.
-pub(super) const TEMP_PREFIX: &str = ".coldstart-";
+pub const TEMP_PREFIX: &str = ".coldstart-";
 
 /// `O_NOFOLLOW | O_CLOEXEC` for `custom_flags`.
 pub(super) fn nofollow() -> i32 {

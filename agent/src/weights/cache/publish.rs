@@ -106,7 +106,7 @@ fn selection<'a>(trees: &Trees, selected: &'a [TreeEntry]) -> Result<Vec<&'a Tre
 }
 
 /// Removes what an interrupted publish or evict left (our temporary names only).
-fn remove_stale_temps(dir: &Path) -> Result<(), Error> {
+pub(super) fn remove_stale_temps(dir: &Path) -> Result<(), Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;

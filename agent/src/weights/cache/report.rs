@@ -62,6 +62,10 @@ pub struct VerifyReport {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// Blobs whose content was hashed (every one in Full mode; in a re-verification, those
+    /// whose fingerprint changed).
+    #[serde(default)]
+    pub hashed: usize,
     /// What is wrong; empty when the snapshot is complete and intact.
     pub problems: Vec<Problem>,
 }

@@ -1,7 +1,7 @@
 //! Re-verifying a published snapshot. Verification reports problems and changes nothing; the
 //! caller repairs by syncing again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use super::fsx;
 use super::hash::hash_file;
 use super::layout::{self, Trees, check_commit, check_entry, link_target};
 use super::report::{ProblemKind, VerifyMode, VerifyReport};
-use super::state::{SELECTIONS, Selection};
+use super::state::{Fingerprint, SELECTIONS, Selection};
 
 impl HubCache {
     /// Re-verifies `snapshots/<commit>` of `repo` without changing anything: every file that
@@ -24,6 +24,64 @@ impl HubCache {
         commit: &str,
         mode: VerifyMode,
     ) -> Result<VerifyReport, Error> {
+        self.verify_only(repo, commit, mode, None)
+    }
+
+    /// Re-verifies cheaply first, thoroughly where it matters: the fingerprint check of
+    /// [`VerifyMode::Quick`], then a full hash of just the blobs whose fingerprint changed (a
+    /// blob that still hashes right gets its fingerprint recorded again, so a `chmod` or a
+    /// `touch` costs one hash, once). With `only`, just those paths of the snapshot (a path
+    /// names a file or every file under a directory). Changes nothing in the cache.
+    pub fn reverify(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<VerifyReport, Error> {
+        let mut quick = self.verify_only(repo, commit, VerifyMode::Quick, only)?;
+        let changed: BTreeSet<String> = quick
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::ChangedFingerprint)
+            .map(|p| p.path.clone())
+            .collect();
+        if changed.is_empty() {
+            return Ok(quick);
+        }
+        let full = self.verify_only(repo, commit, VerifyMode::Full, Some(&changed))?;
+        quick
+            .problems
+            .retain(|p| p.kind != ProblemKind::ChangedFingerprint);
+        quick.problems.extend(
+            full.problems
+                .into_iter()
+                .filter(|p| changed.contains(&p.path) && p.kind == ProblemKind::HashMismatch),
+        );
+        quick.mode = VerifyMode::Full;
+        quick.hashed = full.hashed;
+        Ok(quick)
+    }
+
+    /// The files publish linked into `snapshots/<commit>` (our selection record; without one,
+    /// the trees file's files present in the snapshot); empty when it is not published.
+    pub fn snapshot_files(&self, repo: &RepoId, commit: &str) -> Result<Vec<TreeEntry>, Error> {
+        check_commit(commit)?;
+        if let Some(sel) = self.read_record::<Selection>(SELECTIONS, repo, commit)? {
+            return Ok(sel.files);
+        }
+        let folder = repo.cache_folder();
+        let snap = fsx::existing_dirs(&self.root, &[folder.as_str(), "snapshots", commit])?;
+        let trees = self.read_trees(repo, commit)?;
+        Ok(snap.map_or_else(Vec::new, |s| present_in(&s, trees.as_ref())))
+    }
+
+    fn verify_only(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        mode: VerifyMode,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<VerifyReport, Error> {
         check_commit(commit)?;
         let folder = repo.cache_folder();
         let mut report = VerifyReport {
@@ -32,6 +90,7 @@ impl HubCache {
             mode,
             files: 0,
             bytes: 0,
+            hashed: 0,
             problems: Vec::new(),
         };
         let trees = self.read_trees(repo, commit)?;
@@ -51,10 +110,13 @@ impl HubCache {
             );
             return Ok(report);
         };
-        let files = match self.read_record::<Selection>(SELECTIONS, repo, commit)? {
+        let mut files = match self.read_record::<Selection>(SELECTIONS, repo, commit)? {
             Some(sel) => sel.files,
             None => present_in(&snapshot, trees.as_ref()),
         };
+        if let Some(only) = only {
+            files.retain(|e| selected_by(only, &e.path));
+        }
         report.files = files.len();
         report.bytes = files.iter().map(TreeEntry::content_size).sum();
         let mut hashed = HashMap::new();
@@ -69,6 +131,7 @@ impl HubCache {
                 &mut report,
             )?;
         }
+        report.hashed = hashed.len();
         Ok(report)
     }
 
@@ -166,9 +229,13 @@ impl HubCache {
             VerifyMode::Full => {
                 let ok = match hashed.get(etag) {
                     Some(ok) => *ok,
-                    None => *hashed
-                        .entry(etag.to_string())
-                        .or_insert(hash_file(&blob, &entry.digest())?),
+                    None => {
+                        let ok = hash_file(&blob, &entry.digest())?;
+                        if ok {
+                            self.record_if_unchanged(repo, etag, &blob, &meta)?;
+                        }
+                        *hashed.entry(etag.to_string()).or_insert(ok)
+                    }
                 };
                 (!ok).then_some((
                     ProblemKind::HashMismatch,
@@ -178,6 +245,33 @@ impl HubCache {
         };
         Ok(problem.map(|(k, d)| (k, d.to_string())))
     }
+}
+
+impl HubCache {
+    /// Records a blob's fingerprint after a passing hash, unless it changed while being hashed.
+    fn record_if_unchanged(
+        &self,
+        repo: &RepoId,
+        etag: &str,
+        blob: &Path,
+        before: &std::fs::Metadata,
+    ) -> Result<(), Error> {
+        match std::fs::symlink_metadata(blob) {
+            Ok(after) if Fingerprint::of(&after) == Fingerprint::of(before) => {
+                self.record_fingerprint(repo, etag, &after)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `path` is one of `only` or lies under one of them.
+fn selected_by(only: &BTreeSet<String>, path: &str) -> bool {
+    only.contains(path)
+        || only.iter().any(|o| {
+            path.strip_prefix(o.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        })
 }
 
 /// Whether the snapshot entry is a symlink (so its blob is worth checking), and what is wrong

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use coldstart_agent::weights::RepoId;
+use coldstart_agent::weights::budget::{self, Wanted};
 use coldstart_agent::weights::cache::HubCache;
 use coldstart_agent::weights::filter::Filter;
 use coldstart_agent::weights::hub::{HubClient, HubOptions};
@@ -99,6 +100,15 @@ pub struct SyncArgs {
     /// Free space (MiB) to leave on the cache's filesystem.
     #[arg(long, default_value_t = 1024)]
     pub cache_margin_mib: u64,
+    /// Most bytes the cache may hold, all models together (`500GiB`, `200G`, `1048576`): past
+    /// it, models not wanted are evicted least recently used first before downloading.
+    #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    pub cache_budget: Option<u64>,
+}
+
+/// `--cache-budget` through the library's parser (a clear usage error on garbage).
+fn parse_budget(text: &str) -> Result<u64, String> {
+    budget::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// Validated inputs of a model sync, checked before any work starts.
@@ -116,6 +126,11 @@ pub fn prepare(hub: &HubArgs, sync: &SyncArgs, model: &str) -> anyhow::Result<Pr
     opts.revision = hub.revision.clone();
     opts.files_at_once = sync.files_at_once as usize;
     opts.margin_bytes = sync.cache_margin_mib << 20;
+    opts.budget_bytes = sync.cache_budget;
+    opts.wanted = vec![Wanted {
+        repo: repo.clone(),
+        revision: hub.revision.clone(),
+    }];
     opts.transfer = TransferOptions {
         connections: sync.connections as usize,
         chunk_bytes: sync.chunk_mib << 20,

@@ -227,3 +227,36 @@ fn inventory_lists_commits_least_recently_used_first() {
     );
     assert!(inv.iter().all(|u| u.repo == f.repo));
 }
+
+#[test]
+fn evict_keeping_spares_protected_blobs_and_clears_an_interrupted_evict() {
+    let f = fixture();
+    let all = files();
+    let tree: Vec<TreeEntry> = all.iter().map(|(e, _)| e.clone()).collect();
+    for (e, c) in &all {
+        store(&f, e, c);
+    }
+    let (a, b, c) = (&tree[0], &tree[1], &tree[2]);
+    f.cache
+        .publish(&f.repo, "v1", C1, &tree, &[a.clone(), b.clone()])
+        .unwrap();
+    // What a crash between "renamed aside" and "removed" leaves: it links c, pinning it.
+    let snapshots = f.cache.repo_dir(&f.repo).join("snapshots");
+    let aside = snapshots.join(format!("{TEMP_PREFIX}evict-1-1"));
+    std::fs::create_dir(&aside).unwrap();
+    std::os::unix::fs::symlink(link_target("m", c.etag()), aside.join("m")).unwrap();
+    let protect = std::collections::BTreeSet::from([b.etag().to_string()]);
+    let freed = f.cache.evict_keeping(&f.repo, C1, &protect).unwrap();
+    assert_eq!(freed, a.content_size());
+    assert!(!aside.exists(), "the leftover was cleared");
+    assert!(f.cache.blob_path(&f.repo, b.etag()).exists(), "protected");
+    assert!(!f.cache.blob_path(&f.repo, a.etag()).exists());
+    assert!(!snapshots.join(C1).exists());
+    let usage = f.cache.usage().unwrap();
+    assert!(usage.snapshots.is_empty());
+    // b and c (unpublished now) and README still take room.
+    assert_eq!(
+        usage.used_bytes,
+        b.content_size() + c.content_size() + tree[3].content_size()
+    );
+}

@@ -1,0 +1,104 @@
+//! `coldctl verify --watch`: the first verification, then one per change underneath.
+
+use std::time::Duration;
+
+use coldstart_agent::weights::cache::VerifyReport;
+use coldstart_agent::weights::watch::{self, Reverified, Target, WatchOptions};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::{Args, Opened, verify};
+use crate::Cli;
+use crate::commands::warm::fail;
+use crate::output::Format;
+
+/// Watches until SIGINT/SIGTERM or `--watch-for`; exit 0 when the last verification passed.
+pub async fn run(cli: &Cli, args: &Args, o: Opened) -> u8 {
+    // Before anything is printed: whoever reads the first line may signal right away.
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => return fail(cli, &[anyhow::anyhow!("signal handler: {e}")]),
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let target = Target {
+        repo: o.repo.clone(),
+        commit: o.commit.clone(),
+    };
+    // Watch first, then verify: nothing that changes in between goes unseen.
+    let _watcher = match watch::watch(o.cache.clone(), vec![target], WatchOptions::default(), tx) {
+        Ok(w) => w,
+        Err(e) => return fail(cli, &[e.into()]),
+    };
+    let mut ok = match verify(&o, args.full).await {
+        Ok(report) => print(cli.output, &[], &report),
+        Err(e) => return fail(cli, &[e]),
+    };
+    let limit = args.watch_for.map_or(Duration::MAX, Duration::from_secs);
+    let deadline = tokio::time::sleep(limit.min(Duration::from_secs(100 * 365 * 86_400)));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(Ok(Reverified { changed, report, .. })) => {
+                    ok = print(cli.output, &changed, &report);
+                }
+                Some(Err(e)) => {
+                    ok = false;
+                    print_error(cli.output, &format!("{e:#}"));
+                }
+                None => break,
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+    if ok { 0 } else { 1 }
+}
+
+/// One line per verification; returns whether it passed.
+fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
+    let ok = report.is_ok();
+    match format {
+        Format::Json => {
+            let doc = json!({ "ok": ok, "changed": changed, "report": report });
+            println!("{doc}");
+        }
+        Format::Text => {
+            let what = format!(
+                "{}@{}",
+                report.repo,
+                &report.commit[..12.min(report.commit.len())]
+            );
+            if ok {
+                println!(
+                    "{what}: ok ({} files, {} hashed)",
+                    report.files, report.hashed
+                );
+            } else {
+                let problems: Vec<String> = report
+                    .problems
+                    .iter()
+                    .map(|p| format!("{} {:?}: {}", p.path, p.kind, p.detail))
+                    .collect();
+                println!(
+                    "{what}: {} problem(s): {}",
+                    problems.len(),
+                    problems.join("; ")
+                );
+            }
+        }
+    }
+    ok
+}
+
+fn print_error(format: Format, msg: &str) {
+    match format {
+        Format::Json => println!("{}", json!({ "ok": false, "error": msg })),
+        Format::Text => eprintln!("error: {msg}"),
+    }
+}
