@@ -20,7 +20,7 @@ use coldstart_agent::daemon;
 #[derive(Debug, Parser)]
 #[command(name = "coldstart-agent", version, about = "coldstart node agent")]
 struct Cli {
-    /// Log filter (RUST_LOG syntax); logs go to stderr as JSON lines.
+    /// Log filter (RUST_LOG syntax); logs go to stderr.
     #[arg(long, global = true, env = "COLDSTART_LOG", default_value = "info")]
     log: String,
     /// Log format: JSON lines, or text for people; `auto` is JSON unless stderr is a terminal.
