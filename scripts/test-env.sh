@@ -91,6 +91,27 @@ install_python() {
     log "installing huggingface_hub 2.4 and olah"
     "$venv/bin/pip" install -q 'huggingface_hub==2.4.*' 'olah==0.5.*'
   fi
+  # Offline validation of built-in Kubernetes kinds (schemas for 1.25-1.37; we check 1.33).
+  if ! "$venv/bin/python" -c 'import kubernetes_validate, sys; sys.exit(0 if kubernetes_validate.__version__ == "1.37.0" else 1)' 2>/dev/null; then
+    log "installing kubernetes-validate 1.37.0"
+    "$venv/bin/pip" install -q 'kubernetes-validate==1.37.0'
+  fi
+}
+
+# kubectl renders deploy/ (its built-in kustomize). The machine image ships kubectl 1.32 with
+# kustomize v5; Debian's kubernetes-client is 1.20, whose kustomize v2 cannot read our
+# kustomization (`labels:`), so it is no substitute: say so rather than install it.
+check_kubectl() {
+  if ! command -v kubectl >/dev/null; then
+    log "kubectl (with kustomize v5) is needed to render deploy/ and is not installed"
+    exit 1
+  fi
+  local kustomize
+  kustomize=$(kubectl version --client 2>/dev/null | awk '/Kustomize Version/ {print $3}')
+  case "$kustomize" in
+    v5.*|v6.*) ;;
+    *) log "kubectl's kustomize is ${kustomize:-unknown}; deploy/ needs v5 (kubectl 1.27+)"; exit 1 ;;
+  esac
 }
 
 write_env() {
@@ -116,6 +137,7 @@ main() {
     fetch_containerd "$suite" "$uri"
   done
   install_python
+  check_kubectl
   write_env
   log "ready:"; cat "$TESTENV/env" >&2
   echo "$TESTENV/env"

@@ -4,7 +4,14 @@
 //! Layout follows STYLE.md: one module per outside system (`images` for containerd), each with
 //! its trait, real client, stateful fake and error enum.
 
+pub mod admin;
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod health;
 pub mod images;
+pub mod metrics;
 pub mod prepull;
 pub mod telemetry;
 pub mod weights;

@@ -1,28 +1,50 @@
-//! `coldstart-agent`: the node agent binary. This version offers `runtime`, a one-shot report
-//! of what the node's containerd says about itself (version, pin support, snapshotter, storage
-//! and free space); the daemon loop comes with the Kubernetes integration.
+//! `coldstart-agent`: the node agent binary.
+//!
+//! - `run`: the daemon (see `daemon.rs`): the reconcile loop and the admin server, until SIGTERM.
+//! - `runtime`: a one-shot report of what the node's containerd says about itself (version, pin
+//!   support, snapshotter, storage and free space).
 //!
 //! Exit codes: 0 success, 1 failure, 64 bad usage or configuration.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use coldstart_agent::config::RunArgs;
 use coldstart_agent::images::{ContainerdConfig, ContainerdImages, Images};
 use coldstart_agent::telemetry::{self, LogFormat};
+
+use coldstart_agent::daemon;
 
 #[derive(Debug, Parser)]
 #[command(name = "coldstart-agent", version, about = "coldstart node agent")]
 struct Cli {
-    /// Log filter (RUST_LOG syntax); logs go to stderr as JSON lines.
+    /// Log filter (RUST_LOG syntax); logs go to stderr.
     #[arg(long, global = true, env = "COLDSTART_LOG", default_value = "info")]
     log: String,
+    /// Log format: JSON lines, or text for people; `auto` is JSON unless stderr is a terminal.
+    #[arg(long, global = true, env = "COLDSTART_LOG_FORMAT", value_enum, default_value_t = Format::Auto)]
+    log_format: Format,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Auto,
+    Json,
+    Text,
+}
+
+// Parsed once at startup: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent daemon: the reconcile loop and the admin server (/healthz, /readyz,
+    /// /metrics) until SIGTERM or SIGINT. Settings: flags > COLDSTART_* env > --config file >
+    /// defaults.
+    Run(RunArgs),
     /// Print containerd's version, pin support, snapshotter and storage with free space (JSON).
     Runtime {
         /// containerd socket.
@@ -44,7 +66,24 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { 64 } else { 0 });
         }
     };
-    telemetry::init(&cli.log, LogFormat::Json);
+    let format = match cli.log_format {
+        Format::Json => LogFormat::Json,
+        Format::Text => LogFormat::Text,
+        Format::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
+        Format::Auto => LogFormat::Json,
+    };
+    telemetry::init(&cli.log, format);
+    // Bad configuration is refused before anything starts, on one line, with exit code 64.
+    let command = match cli.command {
+        Command::Run(args) => match args.load() {
+            Ok(cfg) => Resolved::Run(Box::new(cfg)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(64);
+            }
+        },
+        Command::Runtime { containerd_socket } => Resolved::Runtime { containerd_socket },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -64,9 +103,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Runtime { containerd_socket } => {
+/// A command whose settings are validated.
+enum Resolved {
+    Run(Box<coldstart_agent::config::Config>),
+    Runtime { containerd_socket: PathBuf },
+}
+
+async fn run(command: Resolved) -> anyhow::Result<()> {
+    match command {
+        Resolved::Run(cfg) => daemon::run(*cfg).await,
+        Resolved::Runtime { containerd_socket } => {
             let images = ContainerdImages::new(ContainerdConfig::new(containerd_socket))?;
             let info = images.runtime_info().await?;
             let mut storage = Vec::new();

@@ -236,10 +236,10 @@ impl Containerd {
             ),
             START_TIMEOUT,
             || {
-                if let Some(c) = self.child.as_mut() {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        return Some(false); // exited early
-                    }
+                if let Some(c) = self.child.as_mut()
+                    && let Ok(Some(_)) = c.try_wait()
+                {
+                    return Some(false); // exited early
                 }
                 let ok = Command::new(self.bin.bin_dir.join("ctr"))
                     .arg("-a")

@@ -219,10 +219,10 @@ pub fn file_tail(path: &Path, max_bytes: usize) -> String {
     };
     let start = data.len().saturating_sub(max_bytes);
     let mut tail = &data[start..];
-    if start > 0 {
-        if let Some(nl) = tail.iter().position(|&b| b == b'\n') {
-            tail = &tail[nl + 1..];
-        }
+    if start > 0
+        && let Some(nl) = tail.iter().position(|&b| b == b'\n')
+    {
+        tail = &tail[nl + 1..];
     }
     String::from_utf8_lossy(tail).into_owned()
 }

@@ -149,10 +149,10 @@ fn parse_ref(s: &str) -> Result<ImageRef, &'static str> {
     if path.len() > MAX_PATH_LEN {
         return Err("repository name must not be more than 255 characters");
     }
-    if let Some(tag) = tag {
-        if !valid_tag(tag) {
-            return Err("invalid tag");
-        }
+    if let Some(tag) = tag
+        && !valid_tag(tag)
+    {
+        return Err("invalid tag");
     }
     if let Some(digest) = digest {
         check_digest(digest)?;

@@ -1,0 +1,105 @@
+//! The agent's loop: every tick, one reconcile pass (observe through the ports, plan, execute,
+//! report), then a heartbeat for `/readyz` and the pass metrics. The loop is the only place with
+//! side effects and owns retries and backoff; decisions belong to the pure planner.
+//!
+//! This version has no planner yet: [`Idle`] observes nothing and acts on nothing, so the daemon
+//! runs, serves its admin endpoints and shuts down cleanly while the Kubernetes and planning
+//! parts are built. It never claims a node is warm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::health::Heartbeat;
+use crate::metrics::{Metrics, Source};
+
+#[cfg(test)]
+mod tests;
+
+/// Why a pass failed. Each variant wraps one port's error; the loop retries on the next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The images port (containerd, registries).
+    #[error("images: {0}")]
+    Images(#[source] crate::images::Error),
+    /// The weights port (the Hub, the cache).
+    #[error("weights: {0}")]
+    Weights(#[source] crate::weights::Error),
+}
+
+impl Error {
+    /// The port the error came from and its stable label.
+    pub fn metric_labels(&self) -> (Source, &'static str) {
+        match self {
+            Error::Images(e) => (Source::Images, e.metric_label()),
+            Error::Weights(e) => (Source::Weights, e.metric_label()),
+        }
+    }
+}
+
+/// One reconcile pass. Implementations observe through the ports, call the planner and execute
+/// its actions; they return early when `shutdown` is cancelled, at a point where nothing is
+/// half-published (the ports publish atomically: blobs, then a rename).
+#[allow(async_fn_in_trait)]
+pub trait Reconcile {
+    /// Runs one pass.
+    async fn reconcile(&mut self, shutdown: &CancellationToken) -> Result<(), Error>;
+}
+
+/// The pass used until the planner exists: does nothing, successfully.
+#[derive(Debug, Default)]
+pub struct Idle;
+
+impl Reconcile for Idle {
+    async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), Error> {
+        debug!("reconcile pass: no planner yet, nothing to do");
+        Ok(())
+    }
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Time between the starts of two passes.
+    pub tick_interval: Duration,
+}
+
+/// Runs passes every `tick_interval` until `shutdown` is cancelled. A pass in progress when
+/// the token is cancelled is allowed to finish (the caller bounds the wait).
+pub async fn run<R: Reconcile>(
+    mut reconciler: R,
+    cfg: LoopConfig,
+    heartbeat: Heartbeat,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(cfg.tick_interval);
+    // A pass longer than the interval is followed by the next one at once, not by a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    info!(
+        interval_s = cfg.tick_interval.as_secs(),
+        "agent loop started"
+    );
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let started = Instant::now();
+        let outcome = reconciler.reconcile(&shutdown).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics.pass(outcome.is_ok(), elapsed);
+        if let Err(e) = &outcome {
+            let (source, kind) = e.metric_labels();
+            metrics.error(source, kind);
+            warn!(error = %e, kind, "reconcile pass failed; retrying next tick");
+        }
+        heartbeat.beat(Instant::now());
+    }
+    heartbeat.stopping();
+    info!("agent loop stopped");
+}

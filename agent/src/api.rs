@@ -1,0 +1,293 @@
+//! The Kubernetes API of coldstart (group `coldstart.dev`, version `v1alpha1`), shared by the
+//! agent and `coldctl`: the `ColdModel` and `ColdNode` custom resources, the names the agent
+//! stamps on nodes (taint, labels, conditions), and the rule that names a `ColdModel` after its
+//! Hub repository.
+//!
+//! Both kinds are cluster-scoped. A `ColdModel` says what to keep warm and where; each agent
+//! reports on its own node only, in the `ColdNode` named after that node, so no agent writes an
+//! object another node also writes. `coldctl` rolls the per-model view up from the `ColdNode`s.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+mod crds;
+mod names;
+#[cfg(test)]
+mod tests;
+
+pub use crds::{CrdFile, crd_files};
+pub use names::{model_label_key, model_name};
+
+/// API group.
+pub const GROUP: &str = "coldstart.dev";
+/// API version.
+pub const VERSION: &str = "v1alpha1";
+/// Key of the startup taint (`coldstart.dev/warming=true:NoSchedule`) the agent removes once the
+/// node is warm; declared in the Karpenter NodePool's `startupTaints`.
+pub const WARMING_TAINT_KEY: &str = "coldstart.dev/warming";
+/// Value of the startup taint.
+pub const WARMING_TAINT_VALUE: &str = "true";
+/// Prefix of the per-model node label `coldstart.dev/model.<name>=ready`.
+pub const MODEL_LABEL_PREFIX: &str = "coldstart.dev/model.";
+/// Value of the per-model node label once the model is warm on the node.
+pub const MODEL_LABEL_READY: &str = "ready";
+/// Node condition: the node's GPUs are healthy.
+pub const CONDITION_GPU_HEALTHY: &str = "ColdstartGPUHealthy";
+/// Node condition: every model selected for the node is warm.
+pub const CONDITION_MODELS_WARM: &str = "ColdstartModelsWarm";
+
+/// What to keep warm: a Hub model at a revision, the image that serves it, and the nodes.
+// Several printcolumn(..) share `type_ = "string"`: not a duplicate, one per column.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "coldstart.dev",
+    version = "v1alpha1",
+    kind = "ColdModel",
+    plural = "coldmodels",
+    singular = "coldmodel",
+    category = "coldstart",
+    doc = "A model to keep warm on the nodes its selector picks: weights from the Hub and the image that serves them.",
+    printcolumn(name = "Repo", type_ = "string", json_path = ".spec.repo"),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision"),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ColdModelSpec {
+    /// Hub repository id (`org/name`). The object's name derives from it (see [`model_name`]).
+    pub repo: String,
+    /// Branch, tag or commit; a commit pins the weights. Defaults to `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Globs of repository files to fetch; empty means every file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Globs of repository files to skip, applied after `include`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Secret holding the Hub token, in the agent's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// Image that serves the model, pre-pulled into containerd (`vllm/vllm-openai:v0.11.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `kubernetes.io/dockerconfigjson` secret for the image, in the agent's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret_ref: Option<SecretRef>,
+    /// Nodes to keep warm (standard label selector); absent means every node with an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Compile caches (vLLM, Triton, Inductor, CUDA JIT) kept on the node's NVMe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<CompileCachePolicy>,
+    /// Process snapshots (CRIU + cuda-checkpoint) of a warmed-up server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotPolicy>,
+}
+
+/// A secret by name, in the agent's namespace (agents may read secrets nowhere else).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// Secret name.
+    pub name: String,
+}
+
+/// One key of a secret in the agent's namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in the secret's data; defaults to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Compile-cache policy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileCachePolicy {
+    /// Keep compile caches for this model on the node. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Snapshot policy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPolicy {
+    /// Take and restore process snapshots. Defaults to false (needs containerd 2.1-2.3 with
+    /// restore enabled, cuda-checkpoint and the same GPU model on every node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// One per node, named after it: what the node's agent reports. Only that agent writes it.
+#[derive(
+    CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema,
+)]
+#[kube(
+    group = "coldstart.dev",
+    version = "v1alpha1",
+    kind = "ColdNode",
+    plural = "coldnodes",
+    singular = "coldnode",
+    category = "coldstart",
+    status = "ColdNodeStatus",
+    doc = "What one node's agent reports: per model, the image and weights parts, and GPU health. Named after the node.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ColdNodeSpec {}
+
+/// Overall state of a model on a node, or of the whole node.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+pub enum Phase {
+    /// Nothing done yet.
+    #[default]
+    Pending,
+    /// Work in progress.
+    Warming,
+    /// Everything selected is present and verified.
+    Ready,
+    /// Stopped on an error; `reason` says which.
+    Failed,
+}
+
+/// State of one part (image or weights) of a model on a node.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+pub enum PartPhase {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Image being pulled.
+    Pulling,
+    /// Weights being downloaded.
+    Syncing,
+    /// Content being checked against its digests.
+    Verifying,
+    /// Present and verified.
+    Ready,
+    /// Stopped on an error.
+    Failed,
+}
+
+/// What a node's agent reports.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ColdNodeStatus {
+    /// Overall phase: Ready when every selected model is Ready.
+    #[serde(default)]
+    pub phase: Phase,
+    /// One entry per model selected for this node, keyed by the ColdModel's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub models: Vec<ModelStatus>,
+    /// GPU inventory and health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuStatus>,
+    /// When the agent last wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
+}
+
+/// One model on one node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// The ColdModel's name.
+    pub name: String,
+    /// Overall phase of the model on this node.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The image part (absent when the ColdModel names no image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<PartStatus>,
+    /// The weights part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PartStatus>,
+}
+
+/// Progress of one part.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartStatus {
+    /// Phase.
+    #[serde(default)]
+    pub phase: PartPhase,
+    /// What this part resolved to: image digest or weights commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// Bytes present so far.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// Bytes in all, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Recent transfer rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
+    /// Machine-readable reason for the phase (an error's metric label when Failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When work on this part last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the phase last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// GPU inventory and health.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuStatus {
+    /// Every device is healthy.
+    pub healthy: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The devices NVML reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<GpuDevice>,
+}
+
+/// One GPU.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuDevice {
+    /// NVML index.
+    pub index: u32,
+    /// Device UUID.
+    pub uuid: String,
+    /// Product name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Total memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Healthy by our rules (XID events, ECC, remapped rows).
+    pub healthy: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -1,0 +1,292 @@
+//! The agent daemon's configuration: the only place that reads flags, `COLDSTART_*` environment
+//! variables and the optional TOML file. Precedence, highest first: command-line flag,
+//! environment variable, `--config` file, built-in default. The result is validated once into
+//! [`Config`] and passed down; nothing below reads the environment.
+//!
+//! The TOML file uses the flags' names (`admin-addr = "0.0.0.0:9464"`, `tick-interval = 10`);
+//! an unknown key is an error, not a silent no-op.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[cfg(test)]
+mod tests;
+
+/// Default admin address (`/healthz`, `/readyz`, `/metrics`).
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9464";
+/// Default containerd socket.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// Default containerd root (its content store and snapshots; for the disk check).
+pub const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
+/// Default cache root on the node's NVMe (Hub cache, compile caches, the agent's state).
+pub const DEFAULT_CACHE_ROOT: &str = "/var/lib/coldstart";
+const DEFAULT_TICK_SECONDS: u64 = 10;
+const DEFAULT_SHUTDOWN_SECONDS: u64 = 25;
+
+/// Flags of `coldstart-agent run`. Every one is optional here so that the file and the
+/// defaults can fill what neither the command line nor the environment set.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML file with any of the settings below (lowest precedence but the defaults).
+    #[arg(long = "config", env = "COLDSTART_CONFIG", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// This node's name (the downward API's `spec.nodeName`); required unless `--standalone`.
+    #[arg(long, env = "COLDSTART_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Namespace the agent runs in (the only one it reads secrets from).
+    #[arg(long, env = "COLDSTART_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Admin HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:9464].
+    #[arg(long, env = "COLDSTART_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// containerd socket [default: /run/containerd/containerd.sock].
+    #[arg(long, env = "COLDSTART_CONTAINERD_SOCKET")]
+    pub containerd_socket: Option<PathBuf>,
+    /// containerd's root directory, for the disk check [default: /var/lib/containerd].
+    #[arg(long, env = "COLDSTART_CONTAINERD_ROOT")]
+    pub containerd_root: Option<PathBuf>,
+    /// Cache root on the node's NVMe [default: /var/lib/coldstart].
+    #[arg(long, env = "COLDSTART_CACHE_ROOT")]
+    pub cache_root: Option<PathBuf>,
+    /// Seconds between reconcile passes [default: 10].
+    #[arg(long, env = "COLDSTART_TICK_INTERVAL", value_name = "SECONDS")]
+    pub tick_interval: Option<u64>,
+    /// /readyz fails when no pass finished for this long [default: 3 x tick interval, >= 30].
+    #[arg(long, env = "COLDSTART_READY_TIMEOUT", value_name = "SECONDS")]
+    pub ready_timeout: Option<u64>,
+    /// Seconds to finish the current pass after SIGTERM before giving up [default: 25].
+    #[arg(long, env = "COLDSTART_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
+    /// Run without a cluster (no Kubernetes client): the loop and the admin server only.
+    #[arg(long, env = "COLDSTART_STANDALONE")]
+    pub standalone: bool,
+}
+
+/// The TOML file: the same settings as the flags, under the flags' names.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// See [`RunArgs::node_name`].
+    pub node_name: Option<String>,
+    /// See [`RunArgs::namespace`].
+    pub namespace: Option<String>,
+    /// See [`RunArgs::admin_addr`].
+    pub admin_addr: Option<SocketAddr>,
+    /// See [`RunArgs::containerd_socket`].
+    pub containerd_socket: Option<PathBuf>,
+    /// See [`RunArgs::containerd_root`].
+    pub containerd_root: Option<PathBuf>,
+    /// See [`RunArgs::cache_root`].
+    pub cache_root: Option<PathBuf>,
+    /// See [`RunArgs::tick_interval`].
+    pub tick_interval: Option<u64>,
+    /// See [`RunArgs::ready_timeout`].
+    pub ready_timeout: Option<u64>,
+    /// See [`RunArgs::shutdown_timeout`].
+    pub shutdown_timeout: Option<u64>,
+    /// See [`RunArgs::standalone`].
+    pub standalone: Option<bool>,
+}
+
+/// The validated configuration of the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// This node's name; `None` only in standalone mode.
+    pub node_name: Option<String>,
+    /// The agent's namespace.
+    pub namespace: Option<String>,
+    /// Admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// containerd socket.
+    pub containerd_socket: PathBuf,
+    /// containerd root.
+    pub containerd_root: PathBuf,
+    /// Cache root.
+    pub cache_root: PathBuf,
+    /// Time between reconcile passes.
+    pub tick_interval: Duration,
+    /// Readiness fails when the last finished pass is older than this.
+    pub ready_timeout: Duration,
+    /// Time allowed to wind down after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// No cluster.
+    pub standalone: bool,
+}
+
+/// Why the configuration was refused (exit code 64).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for our settings.
+    #[error("config file {path}: {reason}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, on one line.
+        reason: String,
+    },
+    /// A setting has a value we refuse.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// Flag name.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Stable label for metrics and JSON output.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "config_read",
+            Error::Parse { .. } => "config_parse",
+            Error::Invalid { .. } => "config_invalid",
+        }
+    }
+}
+
+impl RunArgs {
+    /// Reads the `--config` file (if any) and resolves every setting.
+    pub fn load(self) -> Result<Config, Error> {
+        let file = match &self.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        self.resolve(file)
+    }
+
+    /// Resolves flags/env over `file` over the defaults, then validates.
+    pub fn resolve(self, file: FileConfig) -> Result<Config, Error> {
+        let tick = Duration::from_secs(
+            self.tick_interval
+                .or(file.tick_interval)
+                .unwrap_or(DEFAULT_TICK_SECONDS),
+        );
+        let ready = match self.ready_timeout.or(file.ready_timeout) {
+            Some(secs) => Duration::from_secs(secs),
+            None => (tick * 3).max(Duration::from_secs(30)),
+        };
+        let cfg = Config {
+            node_name: self.node_name.or(file.node_name),
+            namespace: self.namespace.or(file.namespace),
+            admin_addr: match self.admin_addr.or(file.admin_addr) {
+                Some(addr) => addr,
+                None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
+                    setting: "admin-addr",
+                    reason: "bad built-in default".into(),
+                })?,
+            },
+            containerd_socket: self
+                .containerd_socket
+                .or(file.containerd_socket)
+                .unwrap_or_else(|| DEFAULT_CONTAINERD_SOCKET.into()),
+            containerd_root: self
+                .containerd_root
+                .or(file.containerd_root)
+                .unwrap_or_else(|| DEFAULT_CONTAINERD_ROOT.into()),
+            cache_root: self
+                .cache_root
+                .or(file.cache_root)
+                .unwrap_or_else(|| DEFAULT_CACHE_ROOT.into()),
+            tick_interval: tick,
+            ready_timeout: ready,
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout
+                    .or(file.shutdown_timeout)
+                    .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
+            ),
+            // A flag can only switch standalone on; the file may too.
+            standalone: self.standalone || file.standalone.unwrap_or(false),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        // toml's messages span lines (a source excerpt); keep the first for a one-line error.
+        reason: e.message().lines().next().unwrap_or("invalid").to_string()
+            + &e.span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default(),
+    })
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |setting, reason: &str| {
+            Err(Error::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        match &self.node_name {
+            None if !self.standalone => {
+                return invalid("node-name", "required unless --standalone");
+            }
+            Some(name) if !is_dns_subdomain(name) => {
+                return invalid(
+                    "node-name",
+                    &format!("{name:?} is not a Kubernetes node name (DNS subdomain)"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(ns) = &self.namespace
+            && !is_dns_label(ns)
+        {
+            return invalid("namespace", &format!("{ns:?} is not a DNS label"));
+        }
+        for (setting, path) in [
+            ("containerd-socket", &self.containerd_socket),
+            ("containerd-root", &self.containerd_root),
+            ("cache-root", &self.cache_root),
+        ] {
+            if !path.is_absolute() {
+                return invalid(setting, &format!("{} is not absolute", path.display()));
+            }
+        }
+        if self.tick_interval.is_zero() || self.tick_interval > Duration::from_secs(3600) {
+            return invalid("tick-interval", "must be 1 to 3600 seconds");
+        }
+        if self.ready_timeout <= self.tick_interval {
+            return invalid("ready-timeout", "must be longer than the tick interval");
+        }
+        if self.shutdown_timeout.is_zero() {
+            return invalid("shutdown-timeout", "must be at least 1 second");
+        }
+        Ok(())
+    }
+}
+
+/// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}

@@ -1,0 +1,81 @@
+use super::*;
+
+fn text(m: &Metrics) -> String {
+    m.encode().expect("encodes")
+}
+
+#[test]
+fn every_family_is_exported_with_the_prefix_and_units() {
+    let m = Metrics::new();
+    m.set_model_phase("gpt2", Phase::Warming);
+    m.set_part_phase("gpt2", Part::Weights, PartPhase::Syncing);
+    m.add_bytes("gpt2", Part::Weights, 1024);
+    m.set_rate("gpt2", Part::Weights, 512.0);
+    m.observe_part(Part::Image, true, 42.0);
+    m.error(Source::Agent, "config_invalid");
+    m.pass(true, 0.01);
+    let t = text(&m);
+    for family in [
+        "# TYPE coldstart_model_phase gauge",
+        "# TYPE coldstart_part_phase gauge",
+        "# TYPE coldstart_transferred_bytes counter",
+        "# TYPE coldstart_transfer_rate_bytes_per_second gauge",
+        "# TYPE coldstart_part_duration_seconds histogram",
+        "# TYPE coldstart_errors counter",
+        "# TYPE coldstart_reconcile_passes counter",
+        "# TYPE coldstart_reconcile_duration_seconds histogram",
+        "# TYPE coldstart_build info",
+    ] {
+        assert!(t.contains(family), "{family} missing in:\n{t}");
+    }
+    assert!(
+        t.contains(r#"coldstart_model_phase{model="gpt2",phase="Warming"} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_model_phase{model="gpt2",phase="Ready"} 0"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_transferred_bytes_total{model="gpt2",part="weights"} 1024"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_errors_total{source="agent",kind="config_invalid"} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_reconcile_passes_total{outcome="ok"} 1"#),
+        "{t}"
+    );
+    assert!(t.trim_end().ends_with("# EOF"), "{t}");
+}
+
+#[test]
+fn phases_switch_and_models_are_forgotten() {
+    let m = Metrics::new();
+    m.set_part_phase("m", Part::Image, PartPhase::Pulling);
+    m.set_part_phase("m", Part::Image, PartPhase::Ready);
+    let t = text(&m);
+    assert!(
+        t.contains(r#"coldstart_part_phase{model="m",part="image",phase="Pulling"} 0"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_part_phase{model="m",part="image",phase="Ready"} 1"#),
+        "{t}"
+    );
+    m.forget_model("m");
+    assert!(!text(&m).contains(r#"model="m""#));
+}
+
+#[test]
+fn port_errors_use_their_metric_labels() {
+    let m = Metrics::new();
+    m.image_error(&crate::images::Error::Registry("x".into()));
+    let t = text(&m);
+    assert!(
+        t.contains(r#"coldstart_errors_total{source="images",kind="registry"} 1"#),
+        "{t}"
+    );
+}
