@@ -614,3 +614,46 @@ async fn kubeconfig_drives_a_client() {
     assert_eq!(created.metadata.namespace.as_deref(), Some("default"));
     assert_eq!(fake.list("secrets").unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn binary_loads_objects_and_writes_a_kubeconfig() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("nodes.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
+         "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    ]});
+    std::fs::write(&objects, list.to_string()).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--load")
+        .arg(&objects)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = first.strip_prefix("listening ").unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let cfg = Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cfg.cluster_url.to_string().trim_end_matches('/'), url);
+    let nodes: Api<Node> = Api::all(Client::try_from(cfg).unwrap());
+    let n = nodes.get("gpu-1").await.unwrap();
+    assert_eq!(condition_types(&n), [("Ready".into(), "True".into())]);
+    child.start_kill().unwrap();
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
