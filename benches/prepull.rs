@@ -442,6 +442,37 @@ impl Bench<'_> {
     /// Removes every image (synchronous GC), any lease left, then waits until the content
     /// store, the ingests and the snapshots are empty, and flushes writeback.
     fn clean(&self) -> anyhow::Result<()> {
+        let root = self.ctd.root();
+        let dirs = [
+            root.join("io.containerd.content.v1.content/blobs/sha256"),
+            root.join("io.containerd.content.v1.content/ingest"),
+            root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
+        ];
+        // Removal is repeated until everything is collected: CRI adds its own refs of a
+        // freshly pulled image (`sha256:<config>`) from containerd's event stream, which can
+        // land after a first `images rm` and would keep the content alive.
+        support::wait_for("content and snapshots to be collected", GC_TIMEOUT, || {
+            if self.remove_all().is_err() {
+                return None;
+            }
+            let files_gone = dirs.iter().all(|d| is_empty_dir(d));
+            let snaps_gone = self.snapshots().is_ok_and(|s| s.is_empty());
+            (files_gone && snaps_gone).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "left after removal: {:?}",
+                dirs.iter().filter(|d| !is_empty_dir(d)).collect::<Vec<_>>()
+            )
+        })?;
+        support::run_checked(&mut Command::new("sync"), Duration::from_secs(120))?;
+        Ok(())
+    }
+}
+
+impl Bench<'_> {
+    /// Removes every image record and lease in namespace `k8s.io` (synchronous GC).
+    fn remove_all(&self) -> anyhow::Result<()> {
         let names = self.ctd.image_names()?;
         if !names.is_empty() {
             let mut args = vec!["images", "rm", "--sync"];
@@ -455,24 +486,6 @@ impl Bench<'_> {
             args.extend(leases);
             self.ctd.ctr(&args)?;
         }
-        let root = self.ctd.root();
-        let dirs = [
-            root.join("io.containerd.content.v1.content/blobs/sha256"),
-            root.join("io.containerd.content.v1.content/ingest"),
-            root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
-        ];
-        support::wait_for("content and snapshots to be collected", GC_TIMEOUT, || {
-            let files_gone = dirs.iter().all(|d| is_empty_dir(d));
-            let snaps_gone = self.snapshots().is_ok_and(|s| s.is_empty());
-            (files_gone && snaps_gone).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "left after removal: {:?}",
-                dirs.iter().filter(|d| !is_empty_dir(d)).collect::<Vec<_>>()
-            )
-        })?;
-        support::run_checked(&mut Command::new("sync"), Duration::from_secs(120))?;
         Ok(())
     }
 }
