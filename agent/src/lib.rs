@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod health;
 pub mod images;
 pub mod metrics;
+pub mod node;
+pub mod plan;
 pub mod prepull;
 pub mod telemetry;
 pub mod weights;

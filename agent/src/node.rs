@@ -1,0 +1,359 @@
+//! The node surface in the Kubernetes API: the startup taint, the per-model labels, our node
+//! conditions, and our ColdNode. Speaks our types ([`Condition`], [`ColdNodeStatus`]); no kube
+//! type crosses it.
+//!
+//! Taints are one atomic list (server-side apply cannot share it), so the taint is removed with
+//! a read and a JSON patch guarded by a `test` on resourceVersion, retried from a fresh read on
+//! conflict. Labels use a merge patch touching only our prefix. Conditions and the ColdNode
+//! status use server-side apply under [`FIELD_MANAGER`] with only our fields in the object.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tracing::{debug, instrument};
+
+use crate::api::{
+    CONDITION_GPU_HEALTHY, CONDITION_MODELS_WARM, ColdNode, ColdNodeSpec, ColdNodeStatus,
+    MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, WARMING_TAINT_KEY, model_label_key,
+};
+use crate::plan::Condition;
+
+#[cfg(test)]
+mod tests;
+
+/// Field manager of every apply the agent makes.
+pub const FIELD_MANAGER: &str = "coldstart-agent";
+
+/// Why a node-surface call failed. The loop retries on its next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server answered with an error status.
+    #[error("{op}: the API server answered {code} {reason}")]
+    Api {
+        /// What we were doing.
+        op: &'static str,
+        /// HTTP status.
+        code: u16,
+        /// Kubernetes reason (`Conflict`, `NotFound`, ...).
+        reason: String,
+    },
+    /// The API server could not be reached or answered garbage.
+    #[error("{op}: api server unreachable")]
+    Unreachable {
+        /// What we were doing.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The taint patch kept conflicting with other writers.
+    #[error("removing the startup taint: still conflicting after {0} attempts")]
+    Conflict(u32),
+    /// The taint patch could not be built (a bug, not a condition of the cluster).
+    #[error("building the taint patch")]
+    Encode(#[source] serde_json::Error),
+    /// A condition type that is not ours.
+    #[error("condition type {0} is not ours")]
+    NotOurCondition(String),
+}
+
+impl Error {
+    /// A stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Api { code: 404, .. } => "not_found",
+            Error::Api {
+                code: 409 | 422, ..
+            }
+            | Error::Conflict(_) => "conflict",
+            Error::Api { .. } => "api",
+            Error::Unreachable { .. } => "unreachable",
+            Error::NotOurCondition(_) | Error::Encode(_) => "invalid",
+        }
+    }
+
+    fn from_kube(op: &'static str, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) => Error::Api {
+                op,
+                code: s.code,
+                reason: s.reason.clone(),
+            },
+            source => Error::Unreachable { op, source },
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Api {
+                code: 409 | 422,
+                ..
+            }
+        )
+    }
+}
+
+/// Settings of the node surface.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Name of this node (and of its ColdNode).
+    pub node: String,
+    /// Taint patch attempts before giving up for this pass.
+    pub taint_attempts: u32,
+    /// First backoff between taint attempts; doubles each time.
+    pub taint_backoff: Duration,
+    /// At most one ColdNode status write per this long, unless the phase changed.
+    pub status_interval: Duration,
+}
+
+impl Settings {
+    /// Defaults for `node`.
+    pub fn new(node: impl Into<String>) -> Settings {
+        Settings {
+            node: node.into(),
+            taint_attempts: 5,
+            taint_backoff: Duration::from_millis(200),
+            status_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// This node's surface in the API.
+pub struct NodeSurface {
+    nodes: Api<Node>,
+    coldnodes: Api<ColdNode>,
+    settings: Settings,
+    coldnode_exists: bool,
+    last_status: Option<(Timestamp, Phase)>,
+}
+
+impl std::fmt::Debug for NodeSurface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSurface")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSurface {
+    /// A surface for `settings.node` through `client`.
+    pub fn new(client: kube::Client, settings: Settings) -> NodeSurface {
+        NodeSurface {
+            nodes: Api::all(client.clone()),
+            coldnodes: Api::all(client),
+            settings,
+            coldnode_exists: false,
+            last_status: None,
+        }
+    }
+
+    async fn get_node(&self) -> Result<Node, Error> {
+        let name = &self.settings.node;
+        self.nodes
+            .get(name)
+            .await
+            .map_err(|e| Error::from_kube("reading the node", e))
+    }
+
+    /// Whether the node carries the startup taint.
+    #[instrument(skip_all, err)]
+    pub async fn has_warming_taint(&self) -> Result<bool, Error> {
+        let node = self.get_node().await?;
+        Ok(taints(&node).iter().any(|t| t["key"] == WARMING_TAINT_KEY))
+    }
+
+    /// Removes the startup taint, keeping every other taint; `Ok(false)` when it was absent.
+    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    pub async fn remove_warming_taint(&self) -> Result<bool, Error> {
+        self.remove_warming_taint_with(|| {}).await
+    }
+
+    /// [`Self::remove_warming_taint`], calling `between` after each read and before its patch
+    /// (tests make another manager write there).
+    pub(crate) async fn remove_warming_taint_with(
+        &self,
+        mut between: impl FnMut(),
+    ) -> Result<bool, Error> {
+        let mut backoff = self.settings.taint_backoff;
+        for attempt in 1..=self.settings.taint_attempts {
+            let node = self.get_node().await?;
+            let all = taints(&node);
+            let kept: Vec<Value> = all
+                .iter()
+                .filter(|t| t["key"] != WARMING_TAINT_KEY)
+                .cloned()
+                .collect();
+            if kept.len() == all.len() {
+                return Ok(false);
+            }
+            let rv = node.metadata.resource_version.unwrap_or_default();
+            let ops = json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "replace", "path": "/spec/taints", "value": kept},
+            ]);
+            let patch: json_patch::Patch = serde_json::from_value(ops).map_err(Error::Encode)?;
+            between();
+            let name = &self.settings.node;
+            let pp = PatchParams::default();
+            match self.nodes.patch(name, &pp, &Patch::Json::<()>(patch)).await {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    let e = Error::from_kube("removing the startup taint", e);
+                    if !e.is_conflict() {
+                        return Err(e);
+                    }
+                    debug!(attempt, "taint patch conflicted; reading again");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+        Err(Error::Conflict(self.settings.taint_attempts))
+    }
+
+    /// Makes our labels `coldstart.dev/model.<name>=ready` exactly `ready`; other labels are
+    /// left alone. Returns whether a write was needed.
+    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    pub async fn set_model_labels(&self, ready: &BTreeSet<String>) -> Result<bool, Error> {
+        let node = self.get_node().await?;
+        let have = node.metadata.labels.unwrap_or_default();
+        let mut changes = BTreeMap::new();
+        for key in have.keys().filter(|k| k.starts_with(MODEL_LABEL_PREFIX)) {
+            let name = &key[MODEL_LABEL_PREFIX.len()..];
+            if !ready.contains(name) {
+                changes.insert(key.clone(), Value::Null);
+            }
+        }
+        for name in ready {
+            let key = model_label_key(name);
+            if have.get(&key).map(String::as_str) != Some(MODEL_LABEL_READY) {
+                changes.insert(key, json!(MODEL_LABEL_READY));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        let patch = json!({"metadata": {"labels": changes}});
+        self.nodes
+            .patch(
+                &self.settings.node,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| Error::from_kube("labelling the node", e))?;
+        Ok(true)
+    }
+
+    /// Applies our node conditions (server-side apply on `nodes/status`, forced, only our
+    /// types). A condition keeps its lastTransitionTime while its status stays the same;
+    /// nothing is written when nothing changed. Returns whether a write was made.
+    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    pub async fn apply_conditions(
+        &self,
+        conds: &[Condition],
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        if let Some(c) = conds.iter().find(|c| !is_ours(c.type_)) {
+            return Err(Error::NotOurCondition(c.type_.to_string()));
+        }
+        let node = self.get_node().await?;
+        let have = node.status.and_then(|s| s.conditions).unwrap_or_default();
+        let mut changed = false;
+        let mut applied = Vec::new();
+        for c in conds {
+            let status = if c.status { "True" } else { "False" };
+            let old = have.iter().find(|h| h.type_ == c.type_);
+            let same = old.is_some_and(|o| o.status == status);
+            changed |= !old.is_some_and(|o| {
+                same && o.reason.as_deref() == Some(c.reason)
+                    && o.message.as_deref() == Some(c.message.as_str())
+            });
+            let since = match old.and_then(|o| o.last_transition_time.as_ref()) {
+                Some(t) if same => t.0,
+                _ => now,
+            };
+            applied.push(
+                json!({"type": c.type_, "status": status, "reason": c.reason,
+                "message": c.message, "lastTransitionTime": since.to_string()}),
+            );
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let obj = json!({"apiVersion": "v1", "kind": "Node", "status": {"conditions": applied}});
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        self.nodes
+            .patch_status(&self.settings.node, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(|e| Error::from_kube("applying node conditions", e))?;
+        Ok(true)
+    }
+
+    /// Writes our ColdNode's status (creating the ColdNode first if missing), at most once per
+    /// `status_interval` unless the phase changed. Returns whether a write was made.
+    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    pub async fn write_status(
+        &mut self,
+        status: &ColdNodeStatus,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let interval =
+            SignedDuration::try_from(self.settings.status_interval).unwrap_or(SignedDuration::MAX);
+        if let Some((at, phase)) = self.last_status
+            && phase == status.phase
+            && now.duration_since(at) < interval
+        {
+            return Ok(false);
+        }
+        if !self.coldnode_exists {
+            self.ensure_coldnode().await?;
+        }
+        let mut status = status.clone();
+        status.updated_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        let obj = json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
+            "status": status});
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let r = self
+            .coldnodes
+            .patch_status(&self.settings.node, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(|e| Error::from_kube("writing the ColdNode status", e));
+        if let Err(Error::Api { code: 404, .. }) = &r {
+            // Deleted behind our back: create it on the next attempt.
+            self.coldnode_exists = false;
+        }
+        r?;
+        self.last_status = Some((now, status.phase));
+        Ok(true)
+    }
+
+    async fn ensure_coldnode(&mut self) -> Result<(), Error> {
+        let cn = ColdNode::new(&self.settings.node, ColdNodeSpec {});
+        match self.coldnodes.create(&PostParams::default(), &cn).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {}
+            Err(e) => return Err(Error::from_kube("creating the ColdNode", e)),
+        }
+        self.coldnode_exists = true;
+        Ok(())
+    }
+}
+
+fn is_ours(type_: &str) -> bool {
+    type_ == CONDITION_MODELS_WARM || type_ == CONDITION_GPU_HEALTHY
+}
+
+/// The node's taints as JSON (order kept).
+fn taints(node: &Node) -> Vec<Value> {
+    let ts = node.spec.as_ref().and_then(|s| s.taints.clone());
+    ts.into_iter()
+        .flatten()
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .collect()
+}
