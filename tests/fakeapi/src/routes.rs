@@ -57,13 +57,13 @@ fn parse_path(shared: &Shared, path: &str) -> Result<Target, ApiError> {
         rest = &rest[1..];
     }
     let mut ns = None;
-    if rest.len() >= 3 && rest[0] == "namespaces" {
-        if let Some(ty) = store.type_index(group, version, rest[2]) {
-            if store.types[ty].namespaced {
-                ns = Some(rest[1].to_string());
-                rest = &rest[2..];
-            }
-        }
+    if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && let Some(ty) = store.type_index(group, version, rest[2])
+        && store.types[ty].namespaced
+    {
+        ns = Some(rest[1].to_string());
+        rest = &rest[2..];
     }
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),

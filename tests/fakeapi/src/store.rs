@@ -187,12 +187,12 @@ impl Store {
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
         }
-        if let Some(bns) = meta_str(&obj, "namespace").filter(|b| !b.is_empty()) {
-            if bns != ns {
-                return Err(ApiError::bad_request(format!(
-                    "the namespace of the provided object ({bns}) does not match the namespace sent on the request ({ns})"
-                )));
-            }
+        if let Some(bns) = meta_str(&obj, "namespace").filter(|b| !b.is_empty())
+            && bns != ns
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the provided object ({bns}) does not match the namespace sent on the request ({ns})"
+            )));
         }
         let name = match meta_str(&obj, "name").filter(|n| !n.is_empty()) {
             Some(n) => n.to_string(),
@@ -213,10 +213,9 @@ impl Store {
         if let StatusMode::Subresource {
             keep_on_create: false,
         } = t.status
+            && let Some(m) = obj.as_object_mut()
         {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+            m.remove("status");
         }
         let rv = self.bump();
         let uid = self.next_uid;
@@ -268,12 +267,12 @@ impl Store {
                 "the body is not a JSON object".into(),
             ));
         }
-        if let Some(n) = meta_str(&new, "name").filter(|n| !n.is_empty()) {
-            if n != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
+        if let Some(n) = meta_str(&new, "name").filter(|n| !n.is_empty())
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         let want_rv = meta_str(&new, "resourceVersion").unwrap_or("");
         if !want_rv.is_empty() && Some(want_rv) != meta_str(&old, "resourceVersion") {

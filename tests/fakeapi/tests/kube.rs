@@ -534,10 +534,10 @@ async fn runtime_watcher_recovers_from_outage_and_gone() {
     let task = tokio::spawn(async move {
         let mut s = watcher(nodes, cfg).default_backoff().boxed();
         while let Some(ev) = s.next().await {
-            if let Ok(ev) = ev {
-                if tx.send(ev).is_err() {
-                    return;
-                }
+            if let Ok(ev) = ev
+                && tx.send(ev).is_err()
+            {
+                return;
             }
         }
     });
