@@ -393,7 +393,12 @@ fn reserve(file: &std::fs::File, size: u64, path: &std::path::Path) -> Result<()
         file.set_len(size)
             .map_err(|e| Error::io("resize", path, e))?;
     }
-    if size > 0 {
+    // On tmpfs there are no blocks to reserve: fallocate only zero-fills memory that the
+    // download overwrites next (measured: 1.6 s of CPU for 4 GiB). The free-space check has
+    // run before, and ENOSPC on a write is reported the same way.
+    let on_tmpfs = nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if size > 0 && !on_tmpfs {
         let len = i64::try_from(size).unwrap_or(i64::MAX);
         match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len) {
             Ok(()) => {}
