@@ -553,3 +553,38 @@ fn a_full_disk_fails_clearly_and_keeps_the_previous_commit() {
     let run = verify(&root, &first.id, true);
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+#[test]
+#[ignore = "needs built binaries (scripts/test.sh builds them)"]
+fn the_proxy_environment_is_honoured() {
+    let src = tempfile::tempdir().unwrap();
+    model_dir(src.path(), 1, 11);
+    let hub = FakeHub::start_blocking(Options::default()).unwrap();
+    hub.add_repo_from_dir(REPO, src.path(), "main").unwrap();
+    // A forward proxy for plain HTTP: reqwest sends absolute-form requests to it, and the
+    // relay hands them to the Hub, which serves them; the byte counts show who went through.
+    let proxy = support::CountingProxy::start(hub.addr()).unwrap();
+    let through = proxy.url();
+
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("hub");
+    let run = warm(&root, &hub.url(), &[], &[("HTTP_PROXY", through.as_str())]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let via_proxy = proxy.bytes_down();
+    assert!(
+        via_proxy > MIB as u64,
+        "the download went through HTTP_PROXY: {via_proxy} bytes"
+    );
+
+    // NO_PROXY exempts the endpoint: a fresh cache, nothing through the proxy.
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("hub");
+    let run = warm(
+        &root,
+        &hub.url(),
+        &[],
+        &[("HTTP_PROXY", through.as_str()), ("NO_PROXY", "127.0.0.1")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(proxy.bytes_down(), via_proxy, "NO_PROXY bypassed the proxy");
+}
