@@ -174,14 +174,18 @@ impl Engine {
             self.counters.clone(),
         );
         let journal = Arc::new(Mutex::new(journal));
+        let job = Job {
+            src: src.clone(),
+            file: file.clone(),
+            path: inc_path.clone(),
+            size,
+            chunk,
+            hasher: hasher.clone(),
+        };
         let result = if chunks <= 1 {
-            self.single_stream(src, &file, &inc_path, size, chunk, &hasher, &journal)
-                .await
+            self.single_stream(&job, &journal).await
         } else {
-            self.ranges(
-                src, &file, &inc_path, size, chunk, &resumed, &hasher, &journal,
-            )
-            .await
+            self.ranges(&job, &resumed, &journal).await
         };
         if let Err(e) = result {
             // Keep what is durable for the next attempt.
@@ -197,60 +201,44 @@ impl Engine {
     }
 
     /// One stream for the whole file (small files, or a server that ignores Range).
-    #[allow(clippy::too_many_arguments)]
-    async fn single_stream(
-        &self,
-        src: &FileSource,
-        file: &Arc<std::fs::File>,
-        path: &std::path::Path,
-        size: u64,
-        chunk: u64,
-        hasher: &Hasher,
-        journal: &Arc<Mutex<Journal>>,
-    ) -> Result<(), Error> {
+    async fn single_stream(&self, job: &Job, journal: &Arc<Mutex<Journal>>) -> Result<(), Error> {
         let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match fetch_whole(
+            let r = fetch_whole(
                 &self.hub,
-                src,
-                file,
-                path,
-                size,
-                chunk,
-                hasher,
+                &job.src,
+                &job.file,
+                &job.path,
+                job.size,
+                job.chunk,
+                &job.hasher,
                 &self.counters,
             )
-            .await
-            {
+            .await;
+            match r {
                 Ok(()) => break,
                 Err(e) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, "stream failed, starting over");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        lock(journal).mark_all(size.div_ceil(chunk) as usize);
+        lock(journal).mark_all(job.size.div_ceil(job.chunk) as usize);
         Ok(())
     }
 
     /// Parallel ranges; falls back to one stream when the first answer shows Range ignored.
-    #[allow(clippy::too_many_arguments)]
     async fn ranges(
         &self,
-        src: &FileSource,
-        file: &Arc<std::fs::File>,
-        path: &std::path::Path,
-        size: u64,
-        chunk: u64,
+        job: &Job,
         resumed: &BTreeSet<usize>,
-        hasher: &Hasher,
         journal: &Arc<Mutex<Journal>>,
     ) -> Result<(), Error> {
+        let (src, size, chunk) = (&job.src, job.size, job.chunk);
         let todo: Vec<usize> = (0..size.div_ceil(chunk) as usize)
             .filter(|c| !resumed.contains(c))
             .collect();
@@ -258,19 +246,14 @@ impl Engine {
             return Ok(());
         };
         // Probe with the first missing range alone: its status tells whether Range works.
-        match self
-            .range_task(src, file, path, size, chunk, first, hasher)
-            .await?
-        {
+        match self.range_task(job, first).await? {
             RangeOutcome::Done => lock(journal).mark(first),
             RangeOutcome::RangeIgnored => {
                 debug!("server ignores Range: one stream");
-                return self
-                    .single_stream(src, file, path, size, chunk, hasher, journal)
-                    .await;
+                return self.single_stream(job, journal).await;
             }
         }
-        let mut frontier = hasher.frontier();
+        let mut frontier = job.hasher.frontier();
         let mut tasks: JoinSet<Result<(usize, RangeOutcome), Error>> = JoinSet::new();
         let mut ticker = tokio::time::interval(self.opts.journal_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,10 +275,9 @@ impl Engine {
                 _ = async {}, if can_start => {
                     let c = rest[next];
                     next += 1;
-                    let me = self.clone();
-                    let (src, file, path, hasher) = (src.clone(), file.clone(), path.to_path_buf(), hasher.clone());
+                    let (me, job) = (self.clone(), job.clone());
                     tasks.spawn(async move {
-                        let o = me.range_task(&src, &file, &path, size, chunk, c, &hasher).await?;
+                        let o = me.range_task(&job, c).await?;
                         Ok((c, o))
                     });
                 }
@@ -304,46 +286,70 @@ impl Engine {
                         return Err(Error::Protocol { url: super::hub::redact(&src.url), reason: "hashing stopped".to_string() });
                     }
                 }
-                _ = ticker.tick() => flush_journal(file, journal, path).await?,
+                _ = ticker.tick() => flush_journal(&job.file, journal, &job.path).await?,
             }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn range_task(
-        &self,
-        src: &FileSource,
-        file: &Arc<std::fs::File>,
-        path: &std::path::Path,
-        size: u64,
-        chunk: u64,
-        index: usize,
-        hasher: &Hasher,
-    ) -> Result<RangeOutcome, Error> {
+    async fn range_task(&self, job: &Job, index: usize) -> Result<RangeOutcome, Error> {
         let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let start = index as u64 * chunk;
-        let end = (start + chunk).min(size);
+        let start = index as u64 * job.chunk;
+        let end = (start + job.chunk).min(job.size);
         let mut at = start;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match fetch_range(&self.hub, src, file, path, at, end, &self.counters).await {
+            let r = fetch_range(
+                &self.hub,
+                &job.src,
+                &job.file,
+                &job.path,
+                at,
+                end,
+                &self.counters,
+            )
+            .await;
+            match r {
                 Ok(RangeOutcome::Done) => {
-                    hasher.chunk_done(index);
+                    job.hasher.chunk_done(index);
                     return Ok(RangeOutcome::Done);
                 }
                 Ok(RangeOutcome::RangeIgnored) => return Ok(RangeOutcome::RangeIgnored),
                 Err((reached, e)) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, start, reached, "range failed, resuming");
                     at = reached;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff.wait().await;
                 }
                 Err((_, e)) => return Err(e),
             }
         }
+    }
+}
+
+/// One file being downloaded: where from, where to, in what chunks, and who hashes it.
+#[derive(Clone)]
+struct Job {
+    src: FileSource,
+    file: Arc<std::fs::File>,
+    path: PathBuf,
+    size: u64,
+    chunk: u64,
+    hasher: Hasher,
+}
+
+/// Exponential backoff between attempts on one stream or range: 200 ms doubling to 10 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(200))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
     }
 }
 

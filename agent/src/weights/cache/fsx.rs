@@ -131,6 +131,21 @@ pub(super) fn open_read(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// The whole of a small file opened with [`open_read`] (no symlink followed); `None` when it
+/// does not exist.
+pub(super) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let mut bytes = Vec::new();
+    match open_read(path) {
+        Ok(mut f) => {
+            std::io::Read::read_to_end(&mut f, &mut bytes)
+                .map_err(|e| Error::io("read", path, e))?;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(open_error("open", path, e)),
+    }
+}
+
 /// Replaces `dir/name` with `bytes` atomically: a temporary file in `dir` (mode `mode`),
 /// fsynced, renamed over the name, then `dir` fsynced. A symlink at `dir/name` is replaced,
 /// never followed.

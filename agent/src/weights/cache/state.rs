@@ -10,7 +10,6 @@
 //! Each record is a small JSON file replaced atomically; an unreadable record reads as absent.
 
 use std::fs::{Metadata, OpenOptions};
-use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -99,15 +98,7 @@ impl HubCache {
             return Ok(None);
         };
         let path = dir.join(format!("{name}.json"));
-        let mut bytes = Vec::new();
-        match fsx::open_read(&path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io("read", &path, e))?,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fsx::open_error("open", &path, e)),
-        };
-        Ok(serde_json::from_slice(&bytes).ok())
+        Ok(fsx::read_optional(&path)?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     /// Removes a record; absent is fine.

@@ -2,7 +2,7 @@
 //! caller repairs by syncing again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use super::super::{Error, Lfs, RepoId, TreeEntry, safe_relative_path};
@@ -141,15 +141,7 @@ impl HubCache {
             return Ok(None);
         };
         let path = dir.join(format!("{commit}.json"));
-        let mut bytes = Vec::new();
-        match fsx::open_read(&path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io("read", &path, e))?,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fsx::open_error("open", &path, e)),
-        };
-        Ok(Trees::parse(&bytes))
+        Ok(fsx::read_optional(&path)?.and_then(|bytes| Trees::parse(&bytes)))
     }
 
     fn check_file(
