@@ -195,8 +195,15 @@ impl Engine {
         }
         let actual = hasher.finish().await?;
         check_digest(entry, &actual)?;
-        let path = self.cache.finalize_blob(repo, entry.etag())?;
-        Journal::remove(&jpath)?;
+        // fsync of the whole blob, rename, directory fsync: off the async workers.
+        let (cache, repo, etag) = (self.cache.clone(), repo.clone(), entry.etag().to_string());
+        let path = tokio::task::spawn_blocking(move || {
+            let path = cache.finalize_blob(&repo, &etag)?;
+            Journal::remove(&jpath)?;
+            Ok::<_, Error>(path)
+        })
+        .await
+        .map_err(|e| Error::io("finalize", &inc_path, std::io::Error::other(e.to_string())))??;
         Ok(path)
     }
 
