@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -28,6 +29,18 @@ pub enum Error {
     /// The weights port (the Hub, the cache).
     #[error("weights: {0}")]
     Weights(#[source] crate::weights::Error),
+    /// The node surface in the Kubernetes API.
+    #[error("node: {0}")]
+    Node(#[source] crate::node::Error),
+    /// A watch has not listed once yet: nothing is decided from a partial view.
+    #[error("waiting for the first list of {0}")]
+    NotSynced(&'static str),
+    /// This node is not in the API server (wrong node name, or the node was deleted).
+    #[error("node {0} not found in the API server")]
+    NodeMissing(String),
+    /// The desired state (the standalone file) cannot be used.
+    #[error("desired state: {0}")]
+    Desired(String),
 }
 
 impl Error {
@@ -36,6 +49,10 @@ impl Error {
         match self {
             Error::Images(e) => (Source::Images, e.metric_label()),
             Error::Weights(e) => (Source::Weights, e.metric_label()),
+            Error::Node(e) => (Source::Node, e.metric_label()),
+            Error::NotSynced(_) => (Source::Node, "not_synced"),
+            Error::NodeMissing(_) => (Source::Node, "node_missing"),
+            Error::Desired(_) => (Source::Agent, "desired_state"),
         }
     }
 }
@@ -47,6 +64,9 @@ impl Error {
 pub trait Reconcile {
     /// Runs one pass.
     async fn reconcile(&mut self, shutdown: &CancellationToken) -> Result<(), Error>;
+
+    /// Stops background work (transfers, watches) after the last pass.
+    async fn shutdown(&mut self) {}
 }
 
 /// The pass used until the planner exists: does nothing, successfully.
@@ -65,6 +85,22 @@ impl Reconcile for Idle {
 pub struct LoopConfig {
     /// Time between the starts of two passes.
     pub tick_interval: Duration,
+    /// Notified when something changed (a watch event, a finished transfer): the next pass
+    /// starts early, but never sooner than `min_interval` after the previous one.
+    pub wake: Arc<Notify>,
+    /// Shortest time between the starts of two passes.
+    pub min_interval: Duration,
+}
+
+impl LoopConfig {
+    /// Ticks every `tick_interval`, woken early at most once a second.
+    pub fn new(tick_interval: Duration) -> LoopConfig {
+        LoopConfig {
+            tick_interval,
+            wake: Arc::new(Notify::new()),
+            min_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Runs passes every `tick_interval` until `shutdown` is cancelled. A pass in progress when
@@ -83,13 +119,24 @@ pub async fn run<R: Reconcile>(
         interval_s = cfg.tick_interval.as_secs(),
         "agent loop started"
     );
+    let mut last: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
+            () = cfg.wake.notified() => {
+                if let Some(at) = last {
+                    let gap = cfg.min_interval.saturating_sub(at.elapsed());
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(gap) => {}
+                    }
+                }
+            }
         }
         let started = Instant::now();
+        last = Some(started);
         let outcome = reconciler.reconcile(&shutdown).await;
         let elapsed = started.elapsed().as_secs_f64();
         metrics.pass(outcome.is_ok(), elapsed);
@@ -101,5 +148,6 @@ pub async fn run<R: Reconcile>(
         heartbeat.beat(Instant::now());
     }
     heartbeat.stopping();
+    reconciler.shutdown().await;
     info!("agent loop stopped");
 }

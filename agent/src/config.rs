@@ -23,6 +23,12 @@ pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
 /// Default cache root on the node's NVMe (Hub cache, compile caches, the agent's state).
 pub const DEFAULT_CACHE_ROOT: &str = "/var/lib/coldstart";
+/// Default containerd config file.
+pub const DEFAULT_CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+/// Default Hub endpoint.
+pub const DEFAULT_HUB_ENDPOINT: &str = "https://huggingface.co";
+const DEFAULT_WARMING_DEADLINE_SECONDS: u64 = 1800;
+const DEFAULT_EVICTION_GRACE_SECONDS: u64 = 3600;
 const DEFAULT_TICK_SECONDS: u64 = 10;
 const DEFAULT_SHUTDOWN_SECONDS: u64 = 25;
 
@@ -63,6 +69,35 @@ pub struct RunArgs {
     /// Run without a cluster (no Kubernetes client): the loop and the admin server only.
     #[arg(long, env = "COLDSTART_STANDALONE")]
     pub standalone: bool,
+    /// containerd's config file, read for what CRI does not report [default:
+    /// /etc/containerd/config.toml].
+    #[arg(long, env = "COLDSTART_CONTAINERD_CONFIG")]
+    pub containerd_config: Option<PathBuf>,
+    /// Registry hosts directory (CRI `config_path`); read from containerd's config when unset.
+    #[arg(long, env = "COLDSTART_REGISTRY_CONFIG_DIR")]
+    pub registry_config_dir: Option<PathBuf>,
+    /// Hub endpoint (a mirror works too) [default: https://huggingface.co].
+    #[arg(long, env = "COLDSTART_HUB_ENDPOINT")]
+    pub hub_endpoint: Option<String>,
+    /// File holding a Hub token used when a model names no token secret.
+    #[arg(long, env = "COLDSTART_HUB_TOKEN_FILE")]
+    pub hub_token_file: Option<PathBuf>,
+    /// Docker `config.json` with registry credentials used when a model names no pull secret.
+    #[arg(long, env = "COLDSTART_PULL_SECRET")]
+    pub pull_secret: Option<PathBuf>,
+    /// Seconds from the node's creation by which it should be warm [default: 1800].
+    #[arg(long, env = "COLDSTART_WARMING_DEADLINE", value_name = "SECONDS")]
+    pub warming_deadline: Option<u64>,
+    /// Seconds unselected weights are kept before eviction [default: 3600].
+    #[arg(long, env = "COLDSTART_EVICTION_GRACE", value_name = "SECONDS")]
+    pub eviction_grace: Option<u64>,
+    /// Weight syncs at once [default: 2].
+    #[arg(long, env = "COLDSTART_WEIGHT_SYNCS")]
+    pub weight_syncs: Option<usize>,
+    /// Most bytes the Hub cache may hold (`500GiB`); least recently used unwanted models are
+    /// evicted to fit.
+    #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE")]
+    pub cache_budget: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -89,6 +124,24 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<u64>,
     /// See [`RunArgs::standalone`].
     pub standalone: Option<bool>,
+    /// See [`RunArgs::containerd_config`].
+    pub containerd_config: Option<PathBuf>,
+    /// See [`RunArgs::registry_config_dir`].
+    pub registry_config_dir: Option<PathBuf>,
+    /// See [`RunArgs::hub_endpoint`].
+    pub hub_endpoint: Option<String>,
+    /// See [`RunArgs::hub_token_file`].
+    pub hub_token_file: Option<PathBuf>,
+    /// See [`RunArgs::pull_secret`].
+    pub pull_secret: Option<PathBuf>,
+    /// See [`RunArgs::warming_deadline`].
+    pub warming_deadline: Option<u64>,
+    /// See [`RunArgs::eviction_grace`].
+    pub eviction_grace: Option<u64>,
+    /// See [`RunArgs::weight_syncs`].
+    pub weight_syncs: Option<usize>,
+    /// See [`RunArgs::cache_budget`].
+    pub cache_budget: Option<String>,
 }
 
 /// The validated configuration of the daemon.
@@ -114,6 +167,24 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// No cluster.
     pub standalone: bool,
+    /// containerd's config file.
+    pub containerd_config: PathBuf,
+    /// Registry hosts directory, when set.
+    pub registry_config_dir: Option<PathBuf>,
+    /// Hub endpoint.
+    pub hub_endpoint: String,
+    /// Default Hub token file.
+    pub hub_token_file: Option<PathBuf>,
+    /// Default registry credentials file.
+    pub pull_secret: Option<PathBuf>,
+    /// Warming deadline from the node's creation.
+    pub warming_deadline: Duration,
+    /// Grace before unselected weights are evicted.
+    pub eviction_grace: Duration,
+    /// Weight syncs at once.
+    pub weight_syncs: usize,
+    /// Byte budget of the Hub cache.
+    pub cache_budget: Option<u64>,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -178,38 +249,70 @@ impl RunArgs {
             Some(secs) => Duration::from_secs(secs),
             None => (tick * 3).max(Duration::from_secs(30)),
         };
-        let cfg = Config {
-            node_name: self.node_name.or(file.node_name),
-            namespace: self.namespace.or(file.namespace),
-            admin_addr: match self.admin_addr.or(file.admin_addr) {
-                Some(addr) => addr,
-                None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
-                    setting: "admin-addr",
-                    reason: "bad built-in default".into(),
-                })?,
-            },
-            containerd_socket: self
-                .containerd_socket
-                .or(file.containerd_socket)
-                .unwrap_or_else(|| DEFAULT_CONTAINERD_SOCKET.into()),
-            containerd_root: self
-                .containerd_root
-                .or(file.containerd_root)
-                .unwrap_or_else(|| DEFAULT_CONTAINERD_ROOT.into()),
-            cache_root: self
-                .cache_root
-                .or(file.cache_root)
-                .unwrap_or_else(|| DEFAULT_CACHE_ROOT.into()),
-            tick_interval: tick,
-            ready_timeout: ready,
-            shutdown_timeout: Duration::from_secs(
-                self.shutdown_timeout
-                    .or(file.shutdown_timeout)
-                    .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
-            ),
-            // A flag can only switch standalone on; the file may too.
-            standalone: self.standalone || file.standalone.unwrap_or(false),
-        };
+        let cfg =
+            Config {
+                node_name: self.node_name.or(file.node_name),
+                namespace: self.namespace.or(file.namespace),
+                admin_addr: match self.admin_addr.or(file.admin_addr) {
+                    Some(addr) => addr,
+                    None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
+                        setting: "admin-addr",
+                        reason: "bad built-in default".into(),
+                    })?,
+                },
+                containerd_socket: self
+                    .containerd_socket
+                    .or(file.containerd_socket)
+                    .unwrap_or_else(|| DEFAULT_CONTAINERD_SOCKET.into()),
+                containerd_root: self
+                    .containerd_root
+                    .or(file.containerd_root)
+                    .unwrap_or_else(|| DEFAULT_CONTAINERD_ROOT.into()),
+                cache_root: self
+                    .cache_root
+                    .or(file.cache_root)
+                    .unwrap_or_else(|| DEFAULT_CACHE_ROOT.into()),
+                tick_interval: tick,
+                ready_timeout: ready,
+                shutdown_timeout: Duration::from_secs(
+                    self.shutdown_timeout
+                        .or(file.shutdown_timeout)
+                        .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
+                ),
+                // A flag can only switch standalone on; the file may too.
+                standalone: self.standalone || file.standalone.unwrap_or(false),
+                containerd_config: self
+                    .containerd_config
+                    .or(file.containerd_config)
+                    .unwrap_or_else(|| DEFAULT_CONTAINERD_CONFIG.into()),
+                registry_config_dir: self.registry_config_dir.or(file.registry_config_dir),
+                hub_endpoint: self
+                    .hub_endpoint
+                    .or(file.hub_endpoint)
+                    .unwrap_or_else(|| DEFAULT_HUB_ENDPOINT.into()),
+                hub_token_file: self.hub_token_file.or(file.hub_token_file),
+                pull_secret: self.pull_secret.or(file.pull_secret),
+                warming_deadline: Duration::from_secs(
+                    self.warming_deadline
+                        .or(file.warming_deadline)
+                        .unwrap_or(DEFAULT_WARMING_DEADLINE_SECONDS),
+                ),
+                eviction_grace: Duration::from_secs(
+                    self.eviction_grace
+                        .or(file.eviction_grace)
+                        .unwrap_or(DEFAULT_EVICTION_GRACE_SECONDS),
+                ),
+                weight_syncs: self.weight_syncs.or(file.weight_syncs).unwrap_or(2),
+                cache_budget: match self.cache_budget.or(file.cache_budget) {
+                    Some(text) => Some(crate::weights::budget::parse_size(&text).map_err(|e| {
+                        Error::Invalid {
+                            setting: "cache-budget",
+                            reason: e.to_string(),
+                        }
+                    })?),
+                    None => None,
+                },
+            };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -272,6 +375,16 @@ impl Config {
         }
         if self.shutdown_timeout.is_zero() {
             return invalid("shutdown-timeout", "must be at least 1 second");
+        }
+        if !(1..=64).contains(&self.weight_syncs) {
+            return invalid("weight-syncs", "must be 1 to 64");
+        }
+        let endpoint = &self.hub_endpoint;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return invalid(
+                "hub-endpoint",
+                &format!("{endpoint:?} is not an http(s) URL"),
+            );
         }
         Ok(())
     }

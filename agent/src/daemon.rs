@@ -14,9 +14,15 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::agent::{self, Idle, LoopConfig};
+use crate::cluster::{self, Clients, Cluster};
 use crate::config::Config;
 use crate::health::Heartbeat;
+use crate::images::{ContainerdConfig, ContainerdImages, DockerConfig};
 use crate::metrics::Metrics;
+use crate::node;
+use crate::plan::Limits;
+use crate::warmer::{self, Warmer};
+use crate::weights::cache::HubCache;
 
 /// How long the startup probe of the API server may take before the agent goes on without it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,11 +37,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cache_root = %cfg.cache_root.display(),
         "coldstart-agent starting"
     );
-    if !cfg.standalone {
-        probe_cluster().await?;
-    }
-
     let metrics = Arc::new(Metrics::new());
+    let loop_cfg = LoopConfig::new(cfg.tick_interval);
+    let cluster = if cfg.standalone {
+        None
+    } else {
+        let clients = Clients::infer()
+            .await
+            .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
+        probe_cluster(&clients.request).await;
+        let warmer = build_warmer(&cfg, metrics.clone(), loop_cfg.wake.clone())?;
+        Some(Cluster::new(
+            clients,
+            cluster_settings(&cfg)?,
+            warmer,
+            loop_cfg.wake.clone(),
+        ))
+    };
+
     let heartbeat = Heartbeat::new();
     let listener = TcpListener::bind(cfg.admin_addr)
         .await
@@ -53,16 +72,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         admin_stop.clone(),
     ));
 
-    let loop_cfg = LoopConfig {
-        tick_interval: cfg.tick_interval,
+    let mut loop_task = match cluster {
+        Some(c) => tokio::spawn(agent::run(
+            c,
+            loop_cfg,
+            heartbeat,
+            metrics,
+            shutdown.clone(),
+        )),
+        None => tokio::spawn(agent::run(
+            Idle,
+            loop_cfg,
+            heartbeat,
+            metrics,
+            shutdown.clone(),
+        )),
     };
-    let mut loop_task = tokio::spawn(agent::run(
-        Idle,
-        loop_cfg,
-        heartbeat,
-        metrics,
-        shutdown.clone(),
-    ));
 
     let finished_early = tokio::select! {
         () = shutdown.cancelled() => None,
@@ -113,17 +138,70 @@ fn watch_signals(token: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the Kubernetes client (in-cluster service account, else kubeconfig) and asks the API
-/// server its version once. A client that cannot be configured is fatal; an API server that
-/// does not answer yet is not (the loop retries), so it only warns.
-async fn probe_cluster() -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
+/// Asks the API server its version once. An API server that does not answer yet is not fatal
+/// (the loop retries), so it only warns.
+async fn probe_cluster(client: &kube::Client) {
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(v)) => info!(version = %v.git_version, "connected to the Kubernetes API server"),
         Ok(Err(e)) => warn!(error = %e, "Kubernetes API server not reachable yet"),
         Err(_) => warn!("Kubernetes API server did not answer within 5s"),
     }
-    Ok(())
+}
+
+/// The Hub cache under the cache root (what pods mount as `HF_HUB_CACHE`).
+pub fn hub_cache_dir(cfg: &Config) -> std::path::PathBuf {
+    cfg.cache_root.join("hub")
+}
+
+/// The agent's own state (journals, fingerprints, pinned images): a sibling of the Hub cache.
+pub fn state_dir(cfg: &Config) -> std::path::PathBuf {
+    cfg.cache_root.join("state")
+}
+
+/// The images port, the Hub cache and the warmer, from the configuration.
+pub fn build_warmer(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Warmer<ContainerdImages>> {
+    let mut cc = ContainerdConfig::new(cfg.containerd_socket.clone());
+    cc.root = cfg.containerd_root.clone();
+    cc.hosts_dir = cfg.registry_config_dir.clone();
+    cc.config_file = cfg.containerd_config.clone();
+    let images = ContainerdImages::new(cc).context("containerd client")?;
+    let cache = HubCache::open(&hub_cache_dir(cfg), Some(&state_dir(cfg)))
+        .with_context(|| format!("opening the Hub cache under {}", cfg.cache_root.display()))?;
+    let mut settings = warmer::Settings::new(&cfg.hub_endpoint);
+    settings.budget_bytes = cfg.cache_budget;
+    if let Some(path) = &cfg.hub_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the Hub token file {}", path.display()))?;
+        settings.hub.token = Some(token.trim().to_string()).filter(|t| !t.is_empty());
+    }
+    let warmer = Warmer::new(Arc::new(images), Arc::new(cache), settings, metrics, wake)
+        .context("reading the agent's state")?;
+    Ok(warmer)
+}
+
+fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
+    let node = cfg
+        .node_name
+        .clone()
+        .context("node name required in cluster mode")?;
+    let pull_secret = match &cfg.pull_secret {
+        Some(path) => Some(DockerConfig::load(path).context("reading --pull-secret")?),
+        None => None,
+    };
+    Ok(cluster::Settings {
+        surface: node::Settings::new(&node),
+        node,
+        namespace: cfg.namespace.clone(),
+        limits: Limits {
+            weight_syncs: cfg.weight_syncs,
+            eviction_grace: cfg.eviction_grace,
+            ..Limits::default()
+        },
+        warming_deadline: cfg.warming_deadline,
+        pull_secret,
+    })
 }

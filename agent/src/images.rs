@@ -6,6 +6,8 @@
 //! for version, presence, unpack state, pin labels and progress. [`Fake`] keeps the same state in
 //! memory, with failure knobs, for the orchestration's tests.
 
+use std::future::Future;
+
 pub mod auth;
 mod containerd;
 pub mod fake;
@@ -228,39 +230,49 @@ impl Error {
 
 /// The images port. Implemented by [`ContainerdImages`] and [`Fake`].
 ///
-/// Every method speaks our types; no tonic or containerd type crosses it.
-#[allow(async_fn_in_trait)]
-pub trait Images {
+/// Every method speaks our types; no tonic or containerd type crosses it. The futures are
+/// `Send` so that the agent can run pulls as background tasks.
+pub trait Images: Send + Sync {
     /// Runtime version, snapshotter and storage locations.
-    async fn runtime_info(&self) -> Result<RuntimeInfo, Error>;
+    fn runtime_info(&self) -> impl Future<Output = Result<RuntimeInfo, Error>> + Send;
 
     /// Free space of the filesystem holding `path`.
-    async fn disk_space(&self, path: &std::path::Path) -> Result<DiskSpace, Error>;
+    fn disk_space(
+        &self,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<DiskSpace, Error>> + Send;
 
     /// The image's manifest (platform-resolved) from its registry, for sizes and digests.
-    async fn manifest(
+    fn manifest(
         &self,
         image: &ImageRef,
         auth: Option<&RegistryAuth>,
-    ) -> Result<ImageManifest, Error>;
+    ) -> impl Future<Output = Result<ImageManifest, Error>> + Send;
 
     /// Pull through CRI; returns the image id. Dropping the future cancels the pull.
-    async fn pull(
+    fn pull(
         &self,
         image: &ImageRef,
         auth: Option<&RegistryAuth>,
         runtime_handler: Option<&str>,
-    ) -> Result<String, Error>;
+    ) -> impl Future<Output = Result<String, Error>> + Send;
 
     /// Bytes of `blobs` present or being written in the content store.
-    async fn progress(&self, blobs: &[Blob]) -> Result<PullProgress, Error>;
+    fn progress(&self, blobs: &[Blob]) -> impl Future<Output = Result<PullProgress, Error>> + Send;
 
     /// What containerd holds of the image, `None` when absent.
-    async fn status(&self, image: &ImageRef) -> Result<Option<ImageState>, Error>;
+    fn status(
+        &self,
+        image: &ImageRef,
+    ) -> impl Future<Output = Result<Option<ImageState>, Error>> + Send;
 
     /// Set or clear the pin label on every image record of the image.
-    async fn set_pinned(&self, image: &ImageRef, pinned: bool) -> Result<(), Error>;
+    fn set_pinned(
+        &self,
+        image: &ImageRef,
+        pinned: bool,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Remove the image (CRI RemoveImage; content is then garbage collected).
-    async fn remove(&self, image: &ImageRef) -> Result<(), Error>;
+    fn remove(&self, image: &ImageRef) -> impl Future<Output = Result<(), Error>> + Send;
 }

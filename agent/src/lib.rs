@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod health;
@@ -16,4 +17,5 @@ pub mod node;
 pub mod plan;
 pub mod prepull;
 pub mod telemetry;
+pub mod warmer;
 pub mod weights;

@@ -36,9 +36,7 @@ fn spawn(
     let hb = Heartbeat::new();
     let metrics = Arc::new(Metrics::new());
     let token = CancellationToken::new();
-    let cfg = LoopConfig {
-        tick_interval: Duration::from_secs(10),
-    };
+    let cfg = LoopConfig::new(Duration::from_secs(10));
     let task = tokio::spawn(run(r, cfg, hb.clone(), metrics.clone(), token.clone()));
     (hb, metrics, token, task)
 }

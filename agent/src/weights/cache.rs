@@ -16,7 +16,7 @@
 //! live in the state directory, a sibling of the root (see [`HubCache::open`]).
 
 mod evict;
-mod fsx;
+pub(crate) mod fsx;
 mod hash;
 mod layout;
 mod publish;

@@ -22,12 +22,12 @@ pub(super) const BLOB_MODE: u32 = 0o444;
 pub const TEMP_PREFIX: &str = ".coldstart-";
 
 /// `O_NOFOLLOW | O_CLOEXEC` for `custom_flags`.
-pub(super) fn nofollow() -> i32 {
+pub(crate) fn nofollow() -> i32 {
     (OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits()
 }
 
 /// A name no other writer of this process or another uses at the same time.
-pub(super) fn temp_name(what: &str) -> String {
+pub(crate) fn temp_name(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{TEMP_PREFIX}{what}-{}-{n}", std::process::id())
@@ -41,7 +41,7 @@ fn unsafe_entry(path: &Path, reason: &str) -> Error {
 }
 
 /// Maps an open that met a symlink (`ELOOP` under `O_NOFOLLOW`) to [`Error::UnsafeCache`].
-pub(super) fn open_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+pub(crate) fn open_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
     if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
         return unsafe_entry(path, "a symlink where a file should be");
     }
@@ -114,7 +114,7 @@ pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
 }
 
 /// Flushes a directory's entries (new names, renames, removals) to disk.
-pub(super) fn fsync_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(nofollow() | OFlag::O_DIRECTORY.bits())
@@ -124,7 +124,7 @@ pub(super) fn fsync_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// Opens a file for reading without following a symlink.
-pub(super) fn open_read(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_read(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(nofollow())
@@ -133,7 +133,7 @@ pub(super) fn open_read(path: &Path) -> std::io::Result<File> {
 
 /// The whole of a small file opened with [`open_read`] (no symlink followed); `None` when it
 /// does not exist.
-pub(super) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     let mut bytes = Vec::new();
     match open_read(path) {
         Ok(mut f) => {
@@ -149,7 +149,7 @@ pub(super) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 /// Replaces `dir/name` with `bytes` atomically: a temporary file in `dir` (mode `mode`),
 /// fsynced, renamed over the name, then `dir` fsynced. A symlink at `dir/name` is replaced,
 /// never followed.
-pub(super) fn write_atomic(
+pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
     bytes: &[u8],

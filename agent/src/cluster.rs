@@ -1,0 +1,447 @@
+//! Cluster mode: the reconcile pass of an agent on a Kubernetes node. Desired state comes from
+//! watches (this node by field selector, every ColdModel, this node's ColdNode) kept in
+//! reflector stores; the pure planner decides; the [`Warmer`] does the local work; the
+//! [`NodeSurface`] reports (labels, conditions, ColdNode status, the startup taint) and
+//! Kubernetes Events mark phase changes.
+//!
+//! The API server may be away for a while: the stores keep the last state they saw, local work
+//! goes on from it, and the surface writes fail (counted, retried next pass) until it returns.
+//! Nothing is decided before every watch has listed once: an empty store is not "no models",
+//! and deciding from it would drop the startup taint of a node that was never warmed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::agent::{Error, Reconcile};
+use crate::api::{ColdModel, ColdNode, Phase, WARMING_TAINT_KEY};
+use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
+use crate::node::{self, NodeSurface};
+use crate::plan::{self, Inputs, Limits, Plan};
+use crate::warmer::{self, CredentialError, Credentials, Warmer};
+
+#[cfg(test)]
+mod tests;
+
+/// Key of the Hub token in a token secret when the ColdModel names none.
+pub const DEFAULT_TOKEN_KEY: &str = "token";
+/// Key of registry credentials in a `kubernetes.io/dockerconfigjson` secret.
+pub const DOCKERCONFIGJSON_KEY: &str = ".dockerconfigjson";
+/// The controller name on our Events.
+pub const REPORTER: &str = "coldstart-agent";
+
+/// Settings of cluster mode.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name.
+    pub node: String,
+    /// The agent's namespace: where secrets are read (none are read anywhere else).
+    pub namespace: Option<String>,
+    /// Concurrency and removal limits.
+    pub limits: Limits,
+    /// Time from the node's creation by which it should be warm; past it, the condition
+    /// turns False with `WarmingDeadlineExceeded` and a Warning event.
+    pub warming_deadline: Duration,
+    /// Node-surface tuning.
+    pub surface: node::Settings,
+    /// Registry credentials used when a ColdModel names no pull secret.
+    pub pull_secret: Option<DockerConfig>,
+}
+
+/// The Kubernetes clients: one for watches (long reads, the client's own retries) and one for
+/// requests (short timeouts, no retries of its own: the loop retries next pass, instead of a
+/// request waiting minutes on a down API server).
+#[derive(Clone)]
+pub struct Clients {
+    /// For watches.
+    pub watch: kube::Client,
+    /// For gets and writes.
+    pub request: kube::Client,
+}
+
+impl Clients {
+    /// Both clients from the in-cluster service account or the kubeconfig.
+    pub async fn infer() -> Result<Clients, kube::Error> {
+        let cfg = kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?;
+        let watch = kube::Client::try_from(cfg.clone())?;
+        let mut req = cfg;
+        req.default_retry = false;
+        req.read_timeout = Some(Duration::from_secs(15));
+        req.connect_timeout = Some(Duration::from_secs(5));
+        let request = kube::Client::try_from(req)?;
+        Ok(Clients { watch, request })
+    }
+}
+
+/// A reflector store and whether its watch has listed once.
+struct Watched<K: kube::Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store: Store<K>,
+    synced: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+fn watch<K>(api: Api<K>, cfg: watcher::Config, wake: Arc<Notify>) -> Watched<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let synced = Arc::new(AtomicBool::new(false));
+    let flag = synced.clone();
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    flag.store(true, Ordering::Release);
+                    wake.notify_one();
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => wake.notify_one(),
+                Err(e) => warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    Watched {
+        store,
+        synced,
+        task,
+    }
+}
+
+/// Secrets in the agent's namespace, plus the agent's own fallbacks.
+struct SecretCredentials {
+    secrets: Option<Api<Secret>>,
+    fallback: Option<DockerConfig>,
+}
+
+impl SecretCredentials {
+    async fn read(&self, name: &str, key: &str) -> Result<Vec<u8>, CredentialError> {
+        let Some(api) = &self.secrets else {
+            return Err(CredentialError(format!(
+                "secret {name} is named but the agent has no namespace configured to read it from"
+            )));
+        };
+        let secret = api
+            .get(name)
+            .await
+            .map_err(|e| CredentialError(format!("reading secret {name}: {e}")))?;
+        let data = secret.data.unwrap_or_default();
+        data.get(key)
+            .map(|b| b.0.clone())
+            .ok_or_else(|| CredentialError(format!("secret {name} has no key {key:?}")))
+    }
+}
+
+impl Credentials for SecretCredentials {
+    async fn hub_token(&self, model: &ColdModel) -> Result<Option<String>, CredentialError> {
+        let Some(r) = &model.spec.token_secret_ref else {
+            return Ok(None);
+        };
+        let key = r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY);
+        let bytes = self.read(&r.name, key).await?;
+        let token = String::from_utf8(bytes)
+            .map_err(|_| CredentialError(format!("secret {} key {key}: not UTF-8", r.name)))?;
+        Ok(Some(token.trim().to_string()))
+    }
+
+    async fn pull_auth(
+        &self,
+        model: &ColdModel,
+        image: &ImageRef,
+    ) -> Result<Option<RegistryAuth>, CredentialError> {
+        let Some(r) = &model.spec.image_pull_secret_ref else {
+            return Ok(self.fallback.as_ref().and_then(|c| c.lookup(image)));
+        };
+        let bytes = self.read(&r.name, DOCKERCONFIGJSON_KEY).await?;
+        let cfg = DockerConfig::from_json(&bytes)
+            .map_err(|e| CredentialError(format!("secret {}: {e}", r.name)))?;
+        Ok(cfg.lookup(image))
+    }
+}
+
+/// The cluster-mode pass.
+pub struct Cluster<I> {
+    settings: Settings,
+    warmer: Warmer<I>,
+    surface: NodeSurface,
+    creds: SecretCredentials,
+    nodes: Watched<Node>,
+    models: Watched<ColdModel>,
+    coldnodes: Watched<ColdNode>,
+    recorder: Recorder,
+    phases: BTreeMap<String, Phase>,
+    deadline_reported: bool,
+    taint_removed: bool,
+}
+
+impl<I> std::fmt::Debug for Cluster<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Images + 'static> Cluster<I> {
+    /// Starts the watches; `wake` is notified on every change they see.
+    pub fn new(
+        clients: Clients,
+        settings: Settings,
+        warmer: Warmer<I>,
+        wake: Arc<Notify>,
+    ) -> Cluster<I> {
+        let by_name = format!("metadata.name={}", settings.node);
+        let nodes = watch(
+            Api::all(clients.watch.clone()),
+            watcher::Config::default().fields(&by_name),
+            wake.clone(),
+        );
+        let models = watch(
+            Api::all(clients.watch.clone()),
+            watcher::Config::default(),
+            wake.clone(),
+        );
+        let coldnodes = watch(
+            Api::all(clients.watch.clone()),
+            watcher::Config::default().fields(&by_name),
+            wake,
+        );
+        let secrets = settings
+            .namespace
+            .as_deref()
+            .map(|ns| Api::namespaced(clients.request.clone(), ns));
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: Some(settings.node.clone()),
+        };
+        Cluster {
+            surface: NodeSurface::new(clients.request.clone(), settings.surface.clone()),
+            recorder: Recorder::new(clients.request, reporter),
+            creds: SecretCredentials {
+                secrets,
+                fallback: settings.pull_secret.clone(),
+            },
+            settings,
+            warmer,
+            nodes,
+            models,
+            coldnodes,
+            phases: BTreeMap::new(),
+            deadline_reported: false,
+            taint_removed: false,
+        }
+    }
+
+    fn synced(&self) -> Result<(), Error> {
+        for (what, flag) in [
+            ("nodes", &self.nodes.synced),
+            ("coldmodels", &self.models.synced),
+            ("coldnodes", &self.coldnodes.synced),
+        ] {
+            if !flag.load(Ordering::Acquire) {
+                return Err(Error::NotSynced(what));
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans from what the watches hold and runs the local part of the plan.
+    async fn local(&mut self, node: &Node, now: Timestamp) -> (Plan, Vec<ColdModel>, bool) {
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let has_taint = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == WARMING_TAINT_KEY));
+        let models: Vec<ColdModel> = self
+            .models
+            .store
+            .state()
+            .iter()
+            .map(|m| (**m).clone())
+            .collect();
+        let current = self
+            .coldnodes
+            .store
+            .get(&ObjectRef::new(&self.settings.node))
+            .and_then(|c| c.status.clone());
+        let selected = warmer::selected(&models, &labels);
+        let local = self.warmer.observe(&selected).await;
+        let created = node
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0);
+        let deadline = SignedDuration::try_from(self.settings.warming_deadline)
+            .ok()
+            .and_then(|d| created.checked_add(d).ok());
+        let inputs = Inputs {
+            node_labels: &labels,
+            models: &models,
+            current: current.as_ref(),
+            local: &local,
+            gpu_healthy: true,
+            warming_deadline: if has_taint { deadline } else { None },
+            now,
+        };
+        let mut plan = plan::plan(&inputs, &self.settings.limits);
+        self.warmer.execute(&plan, &models, &self.creds, now).await;
+        self.warmer
+            .decorate(&mut plan.status, current.as_ref(), &models, now);
+        (plan, models, has_taint)
+    }
+
+    /// Writes the plan's view to the API: labels, conditions, status, then the taint (last, so
+    /// a pod scheduled the moment it goes finds the labels already there).
+    async fn report(&mut self, plan: &Plan, has_taint: bool, now: Timestamp) -> Result<(), Error> {
+        let mut first: Option<node::Error> = None;
+        let mut note = |r: Result<bool, node::Error>| match r {
+            Ok(wrote) => wrote,
+            Err(e) => {
+                warn!(error = %e, "node surface write failed; retrying next pass");
+                first.get_or_insert(e);
+                false
+            }
+        };
+        note(self.surface.set_model_labels(&plan.ready_labels).await);
+        note(
+            self.surface
+                .apply_conditions(std::slice::from_ref(&plan.models_warm), now)
+                .await,
+        );
+        note(self.surface.write_status(&plan.status, now).await);
+        let removed = if plan.remove_warming_taint && has_taint {
+            note(self.surface.remove_warming_taint().await)
+        } else {
+            false
+        };
+        if removed && !self.taint_removed {
+            self.taint_removed = true;
+            let msg = format!("{}; startup taint removed", plan.models_warm.message);
+            self.event(EventType::Normal, "NodeWarm", "RemoveTaint", msg)
+                .await;
+        }
+        match first {
+            Some(e) => Err(Error::Node(e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn announce(&mut self, plan: &Plan) {
+        let mut phases = BTreeMap::new();
+        for m in &plan.status.models {
+            phases.insert(m.name.clone(), m.phase);
+            if self.phases.get(&m.name) == Some(&m.phase) {
+                continue;
+            }
+            let reasons: Vec<String> = [&m.image, &m.weights]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.message.clone().or_else(|| p.reason.clone()))
+                .collect();
+            match m.phase {
+                Phase::Ready => {
+                    let msg = format!("model {} is warm on this node", m.name);
+                    self.event(EventType::Normal, "ModelReady", "Warm", msg)
+                        .await;
+                }
+                Phase::Failed => {
+                    let msg = format!("model {}: {}", m.name, reasons.join("; "));
+                    self.event(EventType::Warning, "ModelFailed", "Warm", msg)
+                        .await;
+                }
+                Phase::Warming => {
+                    let msg = format!("warming model {}", m.name);
+                    self.event(EventType::Normal, "ModelWarming", "Warm", msg)
+                        .await;
+                }
+                Phase::Pending => {}
+            }
+        }
+        self.phases = phases;
+        let late = plan.models_warm.reason == plan::REASON_DEADLINE;
+        if late && !self.deadline_reported {
+            let msg = plan.models_warm.message.clone();
+            self.event(EventType::Warning, plan::REASON_DEADLINE, "Warm", msg)
+                .await;
+        }
+        self.deadline_reported = late;
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let node = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.settings.node.clone()),
+            uid: self
+                .nodes
+                .store
+                .get(&ObjectRef::new(&self.settings.node))
+                .and_then(|n| n.metadata.uid.clone()),
+            ..ObjectReference::default()
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &node).await {
+            debug!(error = %e, reason, "cannot record event");
+        }
+    }
+}
+
+impl<I: Images + 'static> Reconcile for Cluster<I> {
+    async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), Error> {
+        self.synced()?;
+        let now = Timestamp::now();
+        let Some(node) = self.nodes.store.get(&ObjectRef::new(&self.settings.node)) else {
+            return Err(Error::NodeMissing(self.settings.node.clone()));
+        };
+        let (plan, _models, has_taint) = self.local(&node, now).await;
+        debug!(
+            selected = plan.selected.len(),
+            phase = ?plan.status.phase,
+            pulls = plan.pull_images.len(),
+            syncs = plan.sync_weights.len(),
+            "planned"
+        );
+        self.announce(&plan).await;
+        self.report(&plan, has_taint, now).await
+    }
+
+    async fn shutdown(&mut self) {
+        info!("stopping transfers and watches");
+        self.warmer.shutdown().await;
+        for task in [&self.nodes.task, &self.models.task, &self.coldnodes.task] {
+            task.abort();
+        }
+    }
+}
