@@ -33,9 +33,6 @@ use crate::node::{self, NodeSurface};
 use crate::plan::{self, Inputs, Limits, Plan};
 use crate::warmer::{self, CredentialError, Credentials, Warmer};
 
-#[cfg(test)]
-mod tests;
-
 /// Key of the Hub token in a token secret when the ColdModel names none.
 pub const DEFAULT_TOKEN_KEY: &str = "token";
 /// Key of registry credentials in a `kubernetes.io/dockerconfigjson` secret.

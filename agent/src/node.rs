@@ -53,8 +53,8 @@ pub enum Error {
     /// The taint patch kept conflicting with other writers.
     #[error("removing the startup taint: still conflicting after {0} attempts")]
     Conflict(u32),
-    /// The taint patch could not be built (a bug, not a condition of the cluster).
-    #[error("building the taint patch")]
+    /// A patch could not be built (a bug, not a condition of the cluster).
+    #[error("building a patch")]
     Encode(#[source] serde_json::Error),
     /// A condition type that is not ours.
     #[error("condition type {0} is not ours")]
@@ -316,8 +316,12 @@ impl NodeSurface {
         }
         let mut status = status.clone();
         status.updated_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        let mut body = serde_json::to_value(&status).map_err(Error::Encode)?;
+        // An empty list is sent, not left out: applying without it would keep the old entries
+        // on a server that merges (and the list is ours alone to write).
+        body["models"] = json!(status.models);
         let obj = json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
-            "status": status});
+            "status": body});
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let r = self
             .coldnodes

@@ -1,0 +1,433 @@
+//! End to end on one machine: the real `coldstart-agent run` binary, through a kubeconfig,
+//! against the fake API server (no kube-apiserver is installable here), with real containerd,
+//! a real registry (Debian's docker-registry) reached through hosts.toml, and the fake Hub.
+//!
+//! The agent warms its node: the image is pulled through CRI and pinned, the weights land in
+//! the Hub cache, the ColdNode reports Ready with byte counts, the model label comes, the
+//! startup taint goes (another manager's taint stays), the condition turns True and Events
+//! are recorded; deleting the ColdModel undoes it (label, pin, weights after the grace). An
+//! API outage does not stop local work, and the status catches up when the server returns.
+//!
+//! They need root and `scripts/test-env.sh`; CI runs them with `--include-ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use coldstart_fakeapi::{FakeApi, Outage};
+use coldstart_fakehub::FakeHub;
+use serde_json::{Value, json};
+use support::{
+    Containerd, ContainerdOpts, Registry, TestEnv, build_image, push, wait_for, write_hosts_toml,
+};
+
+const MIB: usize = 1 << 20;
+const NODE: &str = "gpu-1";
+const REPO: &str = "acme/tiny-model";
+const MODEL: &str = "acme--tiny-model";
+const IMAGE: &str = "registry.coldstart.test/serving/vllm:v1";
+const WARM: Duration = Duration::from_secs(180);
+const TAINT: &str = "coldstart.dev/warming";
+const OTHER_TAINT: &str = "example.com/maintenance";
+
+/// Everything the agent talks to, on loopback.
+struct World {
+    hosts: tempfile::TempDir,
+    _images: tempfile::TempDir,
+    _registry: Registry,
+    ctd: Containerd,
+    hub: FakeHub,
+    api: FakeApi,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        support::require_root();
+        let env = TestEnv::load();
+        let images = tempfile::tempdir().unwrap();
+        let layout = build_image(images.path(), &[2 * MIB, MIB], 11).unwrap();
+        let registry = Registry::start_plain().unwrap();
+        push(&layout, &registry.host(), "serving/vllm:v1", false).unwrap();
+        let hosts = tempfile::tempdir().unwrap();
+        write_hosts_toml(
+            hosts.path(),
+            "registry.coldstart.test",
+            &registry.url(),
+            None,
+        );
+        let ctd = Containerd::start(
+            env.newest(),
+            ContainerdOpts {
+                root: None,
+                hosts_dir: hosts.path().to_path_buf(),
+            },
+        )
+        .unwrap();
+        let hub = FakeHub::start_blocking(coldstart_fakehub::Options::default()).unwrap();
+        hub.add_repo_files(REPO, "main", model_files());
+        let api = FakeApi::start_blocking(coldstart_fakeapi::Options::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        api.kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        api.create(node()).unwrap();
+        World {
+            hosts,
+            _images: images,
+            _registry: registry,
+            ctd,
+            hub,
+            api,
+            dir,
+        }
+    }
+
+    fn cache_root(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.cache_root()
+            .join("hub/models--acme--tiny-model/snapshots")
+    }
+
+    /// Starts the agent for node `gpu-1`; `extra` flags last.
+    fn agent(&self, extra: &[&str]) -> Agent {
+        let log = self.dir.path().join("agent.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(agent_bin());
+        cmd.args([
+            "run",
+            "--node-name",
+            NODE,
+            "--namespace",
+            "coldstart-system",
+        ])
+        .args(["--admin-addr", "127.0.0.1:0", "--tick-interval", "1"])
+        .arg("--containerd-socket")
+        .arg(self.ctd.socket())
+        .arg("--containerd-root")
+        .arg(self.ctd.root())
+        .arg("--containerd-config")
+        .arg(self.ctd.config_path())
+        .arg("--registry-config-dir")
+        .arg(self.hosts.path())
+        .arg("--cache-root")
+        .arg(self.cache_root())
+        .args(["--hub-endpoint", &self.hub.url()])
+        .args(extra)
+        .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+        .env("COLDSTART_LOG", "info,coldstart_agent=debug")
+        .env("COLDSTART_LOG_FORMAT", "text")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+        Agent {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn coldnode(&self) -> Option<Value> {
+        self.api.get("coldnodes", "", NODE)
+    }
+
+    fn node(&self) -> Value {
+        self.api.get("nodes", "", NODE).unwrap()
+    }
+
+    /// The ColdNode's entry for our model, once its phase is `phase`.
+    fn wait_model_phase(&self, agent: &mut Agent, phase: &str) -> Value {
+        wait_for(&format!("model {phase}"), WARM, || {
+            agent.check_alive();
+            let cn = self.coldnode()?;
+            let m = cn["status"]["models"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == MODEL)?
+                .clone();
+            (m["phase"] == phase).then_some(m)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()))
+    }
+}
+
+fn agent_bin() -> PathBuf {
+    let bin = common::coldctl_bin().with_file_name("coldstart-agent");
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log_tail(&self) -> String {
+        support::file_tail(&self.log, 8000)
+    }
+
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("agent exited with {status}:\n{}", self.log_tail());
+        }
+    }
+
+    /// SIGTERM, then the exit code (bounded).
+    fn terminate(mut self) -> i32 {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = wait_for("agent exit", Duration::from_secs(40), || {
+            self.child.try_wait().unwrap()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()));
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn model_files() -> Vec<(String, Vec<u8>)> {
+    let bytes = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    };
+    vec![
+        ("config.json".into(), br#"{"model_type":"llama"}"#.to_vec()),
+        ("tokenizer.json".into(), bytes(200_000, 1)),
+        ("model.safetensors".into(), bytes(3 * MIB + 5, 2)),
+        (
+            "README.md".into(),
+            b"not selected by the vLLM rules".to_vec(),
+        ),
+    ]
+}
+
+fn node() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"pool": "gpu", "kubernetes.io/hostname": NODE}},
+        "spec": {"taints": [
+            {"key": TAINT, "value": "true", "effect": "NoSchedule"},
+            {"key": OTHER_TAINT, "effect": "NoSchedule"}
+        ]},
+        "status": {"capacity": {"nvidia.com/gpu": "1"}}
+    })
+}
+
+fn cold_model(selector_pool: &str) -> Value {
+    json!({
+        "apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdModel",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "repo": REPO,
+            "image": IMAGE,
+            "nodeSelector": {"matchLabels": {"pool": selector_pool}}
+        }
+    })
+}
+
+fn taint_keys(node: &Value) -> Vec<String> {
+    node["spec"]["taints"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| t["key"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn condition(node: &Value, type_: &str) -> Option<Value> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+fn ctr_labels(ctd: &Containerd, image: &str) -> String {
+    let out = ctd.ctr(&["images", "ls"]).unwrap();
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(image))
+        .map(|l| l.split_whitespace().last().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+fn snapshots(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
+fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
+    let w = World::new();
+    w.api.create(cold_model("gpu")).unwrap();
+    // Another model selecting other nodes only: never on this node.
+    let mut other = cold_model("cpu");
+    other["metadata"]["name"] = json!("acme--elsewhere");
+    other["spec"]["repo"] = json!("acme/elsewhere");
+    w.api.create(other).unwrap();
+    // The taint patch meets conflicts first: the agent reads again and keeps other taints.
+    w.api.conflict_next_writes("nodes", 2);
+    let mut agent = w.agent(&["--eviction-grace", "2"]);
+
+    let m = w.wait_model_phase(&mut agent, "Ready");
+    let weights = &m["weights"];
+    assert_eq!(weights["phase"], "Ready", "{m}");
+    let total = weights["bytesTotal"].as_u64().unwrap();
+    assert_eq!(weights["bytesDone"].as_u64(), Some(total), "{m}");
+    let expected = (200_000 + 3 * MIB + 5 + br#"{"model_type":"llama"}"#.len()) as u64;
+    assert_eq!(
+        total, expected,
+        "config + tokenizer + safetensors, no README: {m}"
+    );
+    let commit = w.hub.commit(REPO, "main").unwrap();
+    assert_eq!(weights["resolved"], json!(commit.id), "{m}");
+    assert_eq!(m["image"]["phase"], "Ready", "{m}");
+    assert!(
+        m["image"]["bytesTotal"].as_u64().unwrap() > 3 * MIB as u64,
+        "{m}"
+    );
+    assert!(
+        m["image"]["resolved"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    // The snapshot is published where pods read it, the image is pinned as CRI sees it.
+    assert!(
+        w.snapshot_dir()
+            .join(&commit.id)
+            .join("model.safetensors")
+            .is_file()
+    );
+    let cri = common::cri_image_status(w.ctd.socket(), IMAGE).expect("image present");
+    if w.ctd.bin().version_at_least("1.7.3") {
+        assert!(cri.pinned, "pinned for kubelet GC: {cri:?}");
+    }
+    assert!(ctr_labels(&w.ctd, IMAGE).contains("io.cri-containerd.pinned=pinned"));
+
+    // The node surface: label, condition, taint gone, the other manager's taint kept.
+    let node = wait_for("taint removed", WARM, || {
+        let n = w.node();
+        (!taint_keys(&n).contains(&TAINT.to_string())).then_some(n)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert_eq!(taint_keys(&node), vec![OTHER_TAINT.to_string()], "{node}");
+    assert_eq!(
+        node["metadata"]["labels"][format!("coldstart.dev/model.{MODEL}")],
+        "ready"
+    );
+    let cond = condition(&node, "ColdstartModelsWarm").expect("condition");
+    assert_eq!(cond["status"], "True", "{cond}");
+    assert_eq!(cond["reason"], "ModelsWarm");
+    let cn = w.coldnode().unwrap();
+    assert_eq!(cn["status"]["phase"], "Ready", "{cn}");
+    assert_eq!(
+        cn["status"]["models"].as_array().unwrap().len(),
+        1,
+        "only ours: {cn}"
+    );
+    let reasons: Vec<String> = wait_for("events", Duration::from_secs(30), || {
+        let evs = w.api.list("events.events.k8s.io").ok()?;
+        let rs: Vec<String> = evs
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        rs.contains(&"NodeWarm".to_string()).then_some(rs)
+    })
+    .unwrap();
+    assert!(reasons.contains(&"ModelReady".to_string()), "{reasons:?}");
+
+    // Unwarm: the label goes, the pin goes, the weights go after the grace period.
+    w.api.delete("coldmodels", "", MODEL).unwrap();
+    wait_for("label removed", WARM, || {
+        let n = w.node();
+        n["metadata"]["labels"]
+            .get(format!("coldstart.dev/model.{MODEL}"))
+            .is_none()
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    wait_for("image unpinned", WARM, || {
+        (!ctr_labels(&w.ctd, IMAGE).contains("pinned=pinned")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    wait_for("weights evicted", WARM, || {
+        (snapshots(&w.snapshot_dir()) == 0).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let cn = wait_for("status without the model", WARM, || {
+        let cn = w.coldnode()?;
+        let models = cn["status"]["models"].as_array().map_or(0, Vec::len);
+        (models == 0).then_some(cn)
+    })
+    .unwrap();
+    assert_eq!(
+        cn["status"]["phase"], "Ready",
+        "nothing selected is nothing missing: {cn}"
+    );
+    // The image itself stays: unpinned, it is the kubelet's GC's to collect.
+    assert!(common::cri_image_status(w.ctd.socket(), IMAGE).is_some());
+    assert_eq!(agent.terminate(), 0);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
+fn local_work_goes_on_while_the_api_server_is_down_and_status_catches_up() {
+    let w = World::new();
+    w.api.create(cold_model("gpu")).unwrap();
+    // Slow the Hub so the sync is still running when the API server goes away.
+    w.hub.set_rate_limit_per_connection(Some(400_000));
+    let mut agent = w.agent(&[]);
+    wait_for("sync started", WARM, || {
+        agent.check_alive();
+        let cn = w.coldnode()?;
+        (cn["status"]["models"][0]["weights"]["phase"] == "Syncing").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(w.api.outage(Outage::Status503));
+    w.hub.set_rate_limit_per_connection(None);
+    // While the API server answers 503 to everything, the weights still arrive and publish.
+    wait_for("snapshot published during the outage", WARM, || {
+        agent.check_alive();
+        (snapshots(&w.snapshot_dir()) == 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let during = w.coldnode().unwrap();
+    assert_ne!(
+        during["status"]["phase"], "Ready",
+        "no write got through: {during}"
+    );
+    assert!(taint_keys(&w.node()).contains(&TAINT.to_string()));
+    std::thread::sleep(Duration::from_secs(3));
+    w.api.restore().unwrap();
+    w.wait_model_phase(&mut agent, "Ready");
+    wait_for("taint removed after the outage", WARM, || {
+        (!taint_keys(&w.node()).contains(&TAINT.to_string())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert_eq!(agent.terminate(), 0);
+}
