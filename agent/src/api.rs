@@ -71,7 +71,8 @@ pub struct ColdModelSpec {
     /// Branch, tag or commit; a commit pins the weights. Defaults to `main`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-    /// Globs of repository files to fetch; empty means every file.
+    /// Globs of repository files to fetch; empty means the files vLLM loads (configs, tokenizer,
+    /// safetensors weights: the same default as `coldctl warm --here`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
     /// Globs of repository files to skip, applied after `include`.
