@@ -71,10 +71,14 @@ impl World {
         .unwrap();
         let hub = FakeHub::start_blocking(coldstart_fakehub::Options::default()).unwrap();
         hub.add_repo_files(REPO, "main", model_files());
+        // The Hub wants a token, which the agent finds only in its own namespace's secret.
+        hub.set_token(Some("hub-s3cret"));
         let api = FakeApi::start_blocking(coldstart_fakeapi::Options::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         api.kubeconfig(&dir.path().join("kubeconfig")).unwrap();
         api.create(node()).unwrap();
+        api.create(secret("coldstart-system", "hub-s3cret\n")).unwrap();
+        api.create(secret("default", "wrong-namespace")).unwrap();
         World {
             hosts,
             _images: images,
@@ -231,6 +235,16 @@ fn node() -> Value {
     })
 }
 
+fn secret(namespace: &str, token: &str) -> Value {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(token);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hub-token", "namespace": namespace},
+        "data": {"token": data}
+    })
+}
+
 fn cold_model(selector_pool: &str) -> Value {
     json!({
         "apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdModel",
@@ -238,6 +252,7 @@ fn cold_model(selector_pool: &str) -> Value {
         "spec": {
             "repo": REPO,
             "image": IMAGE,
+            "tokenSecretRef": {"name": "hub-token"},
             "nodeSelector": {"matchLabels": {"pool": selector_pool}}
         }
     })

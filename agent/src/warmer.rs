@@ -107,10 +107,14 @@ struct Progress {
     resolved: Option<String>,
     sample: Option<(Instant, u64)>,
     rate: Option<u64>,
+    /// Bytes already added to the transferred-bytes metric.
+    counted: u64,
 }
 
 struct Running {
     key: String,
+    /// The model it works for (metrics are per model).
+    model: String,
     started: Timestamp,
     progress: Arc<Mutex<Progress>>,
     handle: JoinHandle<Result<Done, Failure>>,
@@ -295,6 +299,8 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
         match self.weight_outcomes.get(name) {
             Some(o) if o.key != weights_key(m) => WeightsState::Absent,
             Some(Outcome { result: Err(f), .. }) => WeightsState::Failed(f.kind.into()),
+            // Synced, but the snapshot is gone from the cache (deleted by hand, a wiped disk).
+            Some(_) if !self.held.contains_key(name) => WeightsState::Absent,
             Some(o) if o.at.elapsed() >= self.settings.resync_interval => WeightsState::Present,
             Some(_) => WeightsState::Verified,
             None => WeightsState::Absent,
@@ -413,10 +419,18 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
             let r = prepull::prepull(&*images, &reference, auth.as_ref(), &opts, on_event).await;
             wake.notify_one();
             match r {
-                Ok(report) => Ok(Done {
-                    resolved: report.manifest_digest.or(Some(report.state.id)),
-                    bytes: report.compressed_bytes.unwrap_or(report.state.size),
-                }),
+                Ok(report) => {
+                    let bytes = report.compressed_bytes.unwrap_or(report.state.size);
+                    if report.attempts > 0 {
+                        // The last progress sample may predate the end of the pull.
+                        let mut p = lock(&p);
+                        p.done = p.done.max(bytes);
+                    }
+                    Ok(Done {
+                        resolved: report.manifest_digest.or(Some(report.state.id)),
+                        bytes,
+                    })
+                }
                 Err(e) => Err(Failure {
                     kind: e.metric_label(),
                     message: e.to_string(),
@@ -431,6 +445,7 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
             image.to_string(),
             Running {
                 key: image.to_string(),
+                model: name_of(model).to_string(),
                 started: now,
                 progress,
                 handle,
@@ -458,17 +473,19 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
             let sync = syncer.sync(&repo, &opts, std::time::SystemTime::now());
             tokio::pin!(sync);
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let sample = || {
+                let mut p = lock(&p);
+                let total = handles.total.load(Ordering::Relaxed);
+                p.total = Some(total);
+                p.done = handles.counters.downloaded.load(Ordering::Relaxed).min(total);
+            };
             let r = loop {
                 tokio::select! {
                     r = &mut sync => break r,
-                    _ = tick.tick() => {
-                        let mut p = lock(&p);
-                        let total = handles.total.load(Ordering::Relaxed);
-                        p.total = Some(total);
-                        p.done = handles.counters.downloaded.load(Ordering::Relaxed).min(total);
-                    }
+                    _ = tick.tick() => sample(),
                 }
             };
+            sample();
             wake.notify_one();
             match r {
                 Ok(report) => Ok(Done {
@@ -483,9 +500,10 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
         });
         self.unselected_since.remove(&name);
         self.syncs.insert(
-            name,
+            name.clone(),
             Running {
                 key,
+                model: name,
                 started: now,
                 progress,
                 handle,
@@ -614,6 +632,12 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 .collect();
             for k in finished {
                 let Some(t) = tasks.remove(&k) else { continue };
+                {
+                    let mut p = lock(&t.progress);
+                    self.metrics
+                        .add_bytes(&t.model, part, p.done.saturating_sub(p.counted));
+                    p.counted = p.done;
+                }
                 let result = match t.handle.await {
                     Ok(r) => r,
                     Err(e) => Err(Failure {
@@ -692,6 +716,7 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 let old = old.and_then(|o| o.image.as_ref());
                 self.fill(
                     part,
+                    Part::Image,
                     self.pulls.get(image),
                     self.image_outcomes.get(image),
                     old,
@@ -703,7 +728,7 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
             if let Some(part) = ms.weights.as_mut() {
                 let old = old.and_then(|o| o.weights.as_ref());
                 let (run, out) = (self.syncs.get(&ms.name), self.weight_outcomes.get(&ms.name));
-                self.fill(part, run, out, old, now);
+                self.fill(part, Part::Weights, run, out, old, now);
                 self.metrics
                     .set_part_phase(&ms.name, Part::Weights, part.phase);
             }
@@ -714,6 +739,7 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
     fn fill(
         &self,
         part: &mut PartStatus,
+        kind: Part,
         running: Option<&Running>,
         outcome: Option<&Outcome>,
         old: Option<&PartStatus>,
@@ -730,6 +756,12 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 }
             } else {
                 p.sample = Some((at, p.done));
+            }
+            let delta = p.done.saturating_sub(p.counted);
+            self.metrics.add_bytes(&t.model, kind, delta);
+            p.counted = p.done;
+            if let Some(rate) = p.rate {
+                self.metrics.set_rate(&t.model, kind, rate as f64);
             }
             part.bytes_done = p.done;
             part.bytes_total = p.total;

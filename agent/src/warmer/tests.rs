@@ -246,3 +246,36 @@ async fn a_revision_change_restarts_the_weights_at_the_new_commit() {
         first
     );
 }
+
+#[tokio::test]
+async fn weights_deleted_behind_our_back_are_synced_again() {
+    let mut r = rig().await;
+    let models = vec![model(None, None)];
+    until(&mut r.warmer, &models, &Limits::default(), ready).await;
+    let repo_dir = r.dir.path().join("hub/models--acme--tiny");
+    std::fs::remove_dir_all(&repo_dir).unwrap();
+    let plan = pass(&mut r.warmer, &models, &Limits::default()).await;
+    assert_ne!(plan.status.phase, crate::api::Phase::Ready, "noticed at once");
+    until(&mut r.warmer, &models, &Limits::default(), ready).await;
+    assert!(repo_dir.join("snapshots").is_dir());
+}
+
+#[tokio::test]
+async fn transferred_bytes_reach_the_metrics() {
+    let mut r = rig().await;
+    let models = vec![model(Some(IMAGE), None)];
+    until(&mut r.warmer, &models, &Limits::default(), ready).await;
+    let text = r.warmer.metrics.encode().unwrap();
+    let line = |part: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("coldstart_transferred_bytes_total")
+                    && l.contains(&format!("part=\"{part}\""))
+            })
+            .unwrap_or_else(|| panic!("no {part} bytes in:\n{text}"))
+            .to_string()
+    };
+    assert!(line("weights").ends_with(" 300002"), "{}", line("weights"));
+    let image: u64 = line("image").rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(image >= (1 << 20) + (1 << 19), "{image}");
+}
