@@ -39,8 +39,8 @@ pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Client> {
     };
     let mut config = match &args.kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            // kube's message names the file and the cause; its source would repeat the cause.
+            let kc = Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             Config::from_custom_kubeconfig(kc, &options).await?
         }
         None if args.context.is_some() => Config::from_kubeconfig(&options).await?,

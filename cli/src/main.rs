@@ -108,7 +108,13 @@ fn main() -> ExitCode {
     } else {
         coldstart_agent::telemetry::LogFormat::Text
     };
-    coldstart_agent::telemetry::init(&cli.log, format);
+    // kube's client logs every failed connection at ERROR; our one `error:` line says it.
+    let filter = if cli.log.contains("kube") {
+        cli.log.clone()
+    } else {
+        format!("{},kube_client::client::builder=off", cli.log)
+    };
+    coldstart_agent::telemetry::init(&filter, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
