@@ -491,6 +491,15 @@ fn bad_usage_exits_64_before_touching_the_cluster() {
         run.error_line().contains("invalid label selector"),
         "{run:?}"
     );
+    // `--here` keeps its own rules: something to warm, and no cluster-only flags.
+    for args in [
+        &["warm", "--here"][..],
+        &["warm", MODEL, "--here", "--selector", "a=b"],
+        &["status", "--here"],
+    ] {
+        let run = c.ctl(args);
+        assert_eq!(run.code, 64, "{args:?}: {run:?}");
+    }
     assert_eq!(c.api.count("patch", "coldmodels"), 0);
 }
 
@@ -503,6 +512,11 @@ fn an_unreachable_api_server_is_one_error_line_and_exit_1() {
         let run = c.ctl(args);
         assert_eq!(run.code, 1, "{args:?}: {run:?}");
         run.error_line();
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "one line, no log noise: {run:?}"
+        );
     }
     // 503 is answered once per command: kube's own retries are off.
     assert!(c.api.count("get", "coldmodels") + c.api.count("list", "coldmodels") <= 2);
@@ -515,6 +529,11 @@ fn an_unreachable_api_server_is_one_error_line_and_exit_1() {
         let run = c.ctl(args);
         assert_eq!(run.code, 1, "{args:?}: {run:?}");
         run.error_line();
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "one line, no log noise: {run:?}"
+        );
     }
 }
 
