@@ -13,8 +13,9 @@ use crate::output::{self, Format};
 use crate::rollup::{self, ModelView, NodeEntry, Outcome};
 use crate::{Cli, EXIT_TIMEOUT};
 
-/// Time between two reads of the ColdNodes.
-const POLL: Duration = Duration::from_secs(1);
+/// Time between two reads (ColdModel, Nodes, ColdNodes: three lists, so not too often on a
+/// large cluster).
+const POLL: Duration = Duration::from_secs(2);
 /// Reads that may fail in a row before waiting gives up (the API server is gone).
 const MAX_ERRORS_IN_A_ROW: u32 = 5;
 
