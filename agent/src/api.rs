@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 mod crds;
 mod names;
+mod selector;
 #[cfg(test)]
 mod tests;
 
 pub use crds::{CrdFile, crd_files};
 pub use names::{model_label_key, model_name};
+pub use selector::{SelectorError, parse_selector};
 
 /// API group.
 pub const GROUP: &str = "coldstart.dev";

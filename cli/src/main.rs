@@ -1,25 +1,44 @@
 //! `coldctl`: the operator's command line for coldstart.
 //!
-//! Exit codes: 0 success, 1 failure, 64 bad usage (as sysexits' EX_USAGE).
+//! Three backends: the cluster (the default: the Kubernetes API, kubeconfig found as kubectl
+//! finds it), the local agent (`--node`), or this process on this node (`--here`).
+//!
+//! Exit codes: 0 success, 1 failure, 3 timed out (`warm --wait`), 64 bad usage (as sysexits'
+//! EX_USAGE).
 
+mod cluster;
 mod commands;
 mod output;
+mod rollup;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Exit code for bad usage.
 pub const EXIT_USAGE: u8 = 64;
+/// Exit code when `--wait` runs out of time.
+pub const EXIT_TIMEOUT: u8 = 3;
+/// The local agent's socket when `--node` names none.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/coldstart/agent.sock";
 
 /// coldstart operator command line.
 #[derive(Debug, Parser)]
 #[command(name = "coldctl", version, about)]
 pub struct Cli {
     /// Do the work in this process, on this node, with no cluster and no running agent.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "node")]
     pub here: bool,
-    /// Output format: text, or exactly one JSON document on stdout.
+    /// Ask this node's agent over its unix socket instead of the cluster.
+    #[arg(long, global = true, value_name = "SOCK", num_args = 0..=1, require_equals = true,
+          default_missing_value = DEFAULT_AGENT_SOCKET)]
+    pub node: Option<PathBuf>,
+    // The cluster backend's flags (`--kubeconfig`, `--context`); clap documents each one.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
+    /// Output format: text, or exactly one JSON or YAML document on stdout.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Text)]
     pub output: output::Format,
     /// Log filter (RUST_LOG syntax); logs always go to stderr.
@@ -29,12 +48,50 @@ pub struct Cli {
     command: Command,
 }
 
+/// Where a verb does its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The Kubernetes API (the default).
+    Cluster,
+    /// The local agent's unix socket.
+    Node(PathBuf),
+    /// This process, on this node.
+    Here,
+}
+
+impl Cli {
+    /// The backend the global flags pick.
+    pub fn backend(&self) -> Backend {
+        match (&self.node, self.here) {
+            (_, true) => Backend::Here,
+            (Some(sock), false) => Backend::Node(sock.clone()),
+            (None, false) => Backend::Cluster,
+        }
+    }
+}
+
+/// The error for verbs run with `--node`: the agent's socket API is not wired in yet.
+pub fn node_not_implemented(verb: &str, sock: &std::path::Path) -> u8 {
+    eprintln!(
+        "error: `coldctl {verb} --node` (agent socket {}) is not implemented in this build; \
+         use the cluster (the default) or --here",
+        sock.display()
+    );
+    1
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Make this node warm: sync a model's weights and/or pre-pull its image, pinned.
     Warm(Box<commands::warm::Args>),
     /// Re-verify a synced model in the local Hub cache.
     Verify(Box<commands::verify::Args>),
+    /// Per node and model: phase, progress, rate and reason, with a ready/selected roll-up.
+    Status(commands::status::Args),
+    /// Stop keeping a model warm: delete its ColdModel.
+    Unwarm(commands::unwarm::Args),
+    /// One row per node with an agent: phase, models ready, GPU health, last update.
+    Nodes(commands::nodes::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,12 +103,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { EXIT_USAGE } else { 0 });
         }
     };
-    let format = if cli.output == output::Format::Json || !output::stderr_is_terminal() {
+    let format = if cli.output.is_document() || !output::stderr_is_terminal() {
         coldstart_agent::telemetry::LogFormat::Json
     } else {
         coldstart_agent::telemetry::LogFormat::Text
     };
-    coldstart_agent::telemetry::init(&cli.log, format);
+    // kube's client logs every failed connection at ERROR; our one `error:` line says it.
+    let filter = if cli.log.contains("kube") {
+        cli.log.clone()
+    } else {
+        format!("{},kube_client::client::builder=off", cli.log)
+    };
+    coldstart_agent::telemetry::init(&filter, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +129,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Warm(ref args) => commands::warm::run(&cli, args).await,
             Command::Verify(ref args) => commands::verify::run(&cli, args).await,
+            Command::Status(ref args) => commands::status::run(&cli, args).await,
+            Command::Unwarm(ref args) => commands::unwarm::run(&cli, args).await,
+            Command::Nodes(ref args) => commands::nodes::run(&cli, args).await,
         }
     });
     ExitCode::from(code)

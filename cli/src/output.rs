@@ -1,4 +1,5 @@
-//! Output helpers: one JSON document on stdout with `-o json`, human text otherwise; progress
+//! Output helpers: one JSON or YAML document on stdout with `-o json|yaml`, human text
+//! otherwise; progress
 //! bars only when stderr is a terminal, plain lines when it is not.
 
 use std::io::IsTerminal;
@@ -10,6 +11,15 @@ pub enum Format {
     Text,
     /// Exactly one JSON document on stdout.
     Json,
+    /// Exactly one YAML document on stdout (the same shape as JSON).
+    Yaml,
+}
+
+impl Format {
+    /// Whether the output is a machine-readable document (JSON or YAML).
+    pub fn is_document(self) -> bool {
+        self != Format::Text
+    }
 }
 
 /// Whether stderr is a terminal (progress bars) or a pipe/file (plain lines).
@@ -21,6 +31,17 @@ pub fn stderr_is_terminal() -> bool {
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode output: {e}"),
+    }
+}
+
+/// Prints one document on stdout: YAML with `-o yaml`, JSON otherwise.
+pub fn print_doc(format: Format, value: &serde_json::Value) {
+    if format != Format::Yaml {
+        return print_json(value);
+    }
+    match serde_yaml::to_string(value) {
+        Ok(s) => print!("{s}"),
         Err(e) => eprintln!("error: cannot encode output: {e}"),
     }
 }

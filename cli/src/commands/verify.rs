@@ -40,6 +40,9 @@ pub struct Args {
 
 /// Runs the verb; returns the exit code.
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
+    if let crate::Backend::Node(sock) = cli.backend() {
+        return crate::node_not_implemented("verify", &sock);
+    }
     if !cli.here {
         eprintln!("error: only `coldctl verify --here` is available in this version");
         return EXIT_USAGE;
@@ -55,7 +58,9 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         Ok(report) => {
             let ok = report.is_ok();
             match cli.output {
-                Format::Json => output::print_json(&json!({ "ok": ok, "report": report })),
+                Format::Json | Format::Yaml => {
+                    output::print_doc(cli.output, &json!({ "ok": ok, "report": report }))
+                }
                 Format::Text => println!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -77,7 +82,7 @@ pub struct Opened {
 fn open(args: &Args) -> anyhow::Result<Opened> {
     let repo = RepoId::parse(&args.model)?;
     let cache = args.hub.open_cache()?;
-    let commit = resolve_local(&cache.repo_dir(&repo), &args.hub.revision)?;
+    let commit = resolve_local(&cache.repo_dir(&repo), args.hub.revision())?;
     Ok(Opened {
         cache,
         repo,

@@ -1,7 +1,9 @@
-//! `coldctl warm`: make this node warm. With `--here`, in this process: the model's weights are
-//! synced into the local Hub cache and the image is pulled through the node's containerd (CRI,
-//! as the kubelet pulls) and pinned, both at once.
+//! `coldctl warm`: keep a model warm. By default in the cluster: create or update its
+//! ColdModel and, with `--wait`, follow the nodes it selects (see [`cluster`]). With `--here`,
+//! in this process: the model's weights are synced into the local Hub cache and the image is
+//! pulled through the node's containerd (CRI, as the kubelet pulls) and pinned, both at once.
 
+pub mod cluster;
 mod image;
 mod model;
 
@@ -13,12 +15,12 @@ use indicatif::MultiProgress;
 use serde_json::json;
 
 use crate::output::{self, Format};
-use crate::{Cli, EXIT_USAGE};
+use crate::{Backend, Cli, EXIT_USAGE};
 
 /// Arguments of `coldctl warm`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Hugging Face model id (`org/name`) whose weights to sync into the local Hub cache.
+    /// Hugging Face model id (`org/name`); in cluster mode also an existing ColdModel's name.
     pub model: Option<String>,
     #[command(flatten)]
     pub hub: HubArgs,
@@ -51,9 +53,25 @@ pub struct Args {
     /// Registry hosts directory (CRI `config_path`); read from containerd when not given.
     #[arg(long, env = "COLDSTART_REGISTRY_CONFIG_DIR")]
     pub registry_config_dir: Option<PathBuf>,
-    /// Registry credentials: a docker `config.json` or a `.dockerconfigjson` secret payload.
+    /// Registry credentials. With `--here`: a docker `config.json` or a `.dockerconfigjson`
+    /// secret payload. In the cluster: the name of a `kubernetes.io/dockerconfigjson` secret
+    /// in the agent's namespace.
     #[arg(long, env = "COLDSTART_PULL_SECRET")]
     pub pull_secret: Option<PathBuf>,
+    /// Cluster: nodes to keep warm, in kubectl's label-selector syntax (`pool=gpu,zone in (a,b)`).
+    #[arg(long, short = 'l', value_name = "EXPR")]
+    pub selector: Option<String>,
+    /// Cluster: secret (in the agent's namespace) holding the Hub token; KEY defaults to `token`.
+    #[arg(long, value_name = "NAME[:KEY]")]
+    pub token_secret: Option<String>,
+    /// Cluster: wait until every selected node reports the model Ready (exit 0), one reports
+    /// it Failed (exit 1), or `--timeout` passes (exit 3).
+    #[arg(long)]
+    pub wait: bool,
+    /// With `--wait`: how long (`90s`, `10m`, `1h30m`).
+    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait",
+          value_parser = cluster::parse_duration)]
+    pub timeout: std::time::Duration,
     /// CRI runtime handler to pull for (e.g. `nvidia`).
     #[arg(long)]
     pub runtime_handler: Option<String>,
@@ -73,10 +91,13 @@ pub struct Args {
 
 /// Runs the verb; returns the exit code.
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
-    if !cli.here {
-        eprintln!(
-            "error: only `coldctl warm --here` is available in this version (no agent or cluster mode yet)"
-        );
+    match cli.backend() {
+        Backend::Cluster => return cluster::run(cli, args).await,
+        Backend::Node(sock) => return crate::node_not_implemented("warm", &sock),
+        Backend::Here => {}
+    }
+    if args.selector.is_some() || args.token_secret.is_some() || args.wait {
+        eprintln!("error: --selector, --token-secret and --wait are for the cluster: drop --here");
         return EXIT_USAGE;
     }
     if args.model.is_none() && args.image.is_none() {
@@ -144,11 +165,14 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         }
     }
     match cli.output {
-        Format::Json => output::print_json(&json!({
-            "ok": true,
-            "image": image_report,
-            "model": model_report,
-        })),
+        Format::Json | Format::Yaml => output::print_doc(
+            cli.output,
+            &json!({
+                "ok": true,
+                "image": image_report,
+                "model": model_report,
+            }),
+        ),
         Format::Text => {
             if let Some(r) = &image_report {
                 println!(
@@ -192,12 +216,15 @@ pub fn kind(err: &anyhow::Error) -> &'static str {
 pub fn fail(cli: &Cli, errors: &[anyhow::Error]) -> u8 {
     let msgs: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
     match cli.output {
-        Format::Json => output::print_json(&json!({
-            "ok": false,
-            "error": msgs.join("; "),
-            "kind": errors.first().map_or("error", kind),
-            "errors": errors.iter().zip(&msgs).map(|(e, m)| json!({"kind": kind(e), "error": m})).collect::<Vec<_>>(),
-        })),
+        Format::Json | Format::Yaml => output::print_doc(
+            cli.output,
+            &json!({
+                "ok": false,
+                "error": msgs.join("; "),
+                "kind": errors.first().map_or("error", kind),
+                "errors": errors.iter().zip(&msgs).map(|(e, m)| json!({"kind": kind(e), "error": m})).collect::<Vec<_>>(),
+            }),
+        ),
         Format::Text => {
             for m in &msgs {
                 eprintln!("error: {m}");

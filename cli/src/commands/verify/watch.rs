@@ -64,7 +64,8 @@ pub async fn run(cli: &Cli, args: &Args, o: Opened) -> u8 {
 fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
     let ok = report.is_ok();
     match format {
-        Format::Json => {
+        // A stream: one JSON document per line, with -o yaml too (JSON is YAML).
+        Format::Json | Format::Yaml => {
             let doc = json!({ "ok": ok, "changed": changed, "report": report });
             println!("{doc}");
         }
@@ -98,7 +99,7 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
 
 fn print_error(format: Format, msg: &str) {
     match format {
-        Format::Json => println!("{}", json!({ "ok": false, "error": msg })),
+        Format::Json | Format::Yaml => println!("{}", json!({ "ok": false, "error": msg })),
         Format::Text => eprintln!("error: {msg}"),
     }
 }

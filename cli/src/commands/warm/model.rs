@@ -29,9 +29,9 @@ pub struct HubArgs {
     /// Hub endpoint (a mirror works too).
     #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
     pub endpoint: String,
-    /// Branch, tag or commit.
-    #[arg(long, default_value = "main")]
-    pub revision: String,
+    /// Branch, tag or commit (default `main`; in cluster mode, default: keep the ColdModel's).
+    #[arg(long)]
+    pub revision: Option<String>,
     /// A file holding the Hub token (else `HF_TOKEN`). Never logged.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -49,6 +49,11 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
+    /// The revision to sync or verify here: `--revision`, else `main`.
+    pub fn revision(&self) -> &str {
+        self.revision.as_deref().unwrap_or("main")
+    }
+
     /// The cache dir, required for model work.
     pub fn cache_dir(&self) -> anyhow::Result<&Path> {
         self.cache_dir
@@ -123,13 +128,13 @@ pub fn prepare(hub: &HubArgs, sync: &SyncArgs, model: &str) -> anyhow::Result<Pr
     let repo = RepoId::parse(model)?;
     let filter = Filter::new(&sync.include, &sync.exclude)?;
     let mut opts = SyncOptions::new(filter);
-    opts.revision = hub.revision.clone();
+    opts.revision = hub.revision().to_string();
     opts.files_at_once = sync.files_at_once as usize;
     opts.margin_bytes = sync.cache_margin_mib << 20;
     opts.budget_bytes = sync.cache_budget;
     opts.wanted = vec![Wanted {
         repo: repo.clone(),
-        revision: hub.revision.clone(),
+        revision: hub.revision().to_string(),
     }];
     opts.transfer = TransferOptions {
         connections: sync.connections as usize,

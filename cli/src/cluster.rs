@@ -1,0 +1,119 @@
+//! The cluster backend: a Kubernetes client found as kubectl finds one (`--kubeconfig`, else
+//! `KUBECONFIG`, else `~/.kube/config`, else in-cluster), made to fail fast, and one read of
+//! what the roll-up needs (ColdModels, Nodes' labels, ColdNodes).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use coldstart_agent::api::{ColdModel, ColdNode, model_name};
+use coldstart_agent::weights::RepoId;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Connecting gives up after this long (an address that drops packets).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request gives up when no answer came for this long (we never watch, so no long reads).
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Global flags of the cluster backend.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (else `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// A client for the cluster. Transient answers (429, 503, 504) are not retried behind the
+/// caller's back: a one-shot command should say at once that the API server is unwell.
+pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            // kube's message names the file and the cause; its source would repeat the cause.
+            let kc = Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer().await.context("finding the cluster")?,
+    };
+    config.default_retry = false;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The ColdModel name a command-line MODEL means: a Hub repo id (`org/name`) maps through
+/// [`model_name`]; anything else is taken as a ColdModel name. Returns the name and the repo
+/// id when one was given.
+pub fn resolve_model(arg: &str) -> anyhow::Result<(String, Option<RepoId>)> {
+    if arg.contains('/') {
+        let repo = RepoId::parse(arg)?;
+        Ok((model_name(&repo), Some(repo)))
+    } else {
+        Ok((arg.to_string(), None))
+    }
+}
+
+/// What the roll-up is computed from, read at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The ColdModels.
+    pub models: Vec<ColdModel>,
+    /// Every Node's labels, by node name.
+    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+    /// The ColdNodes.
+    pub coldnodes: Vec<ColdNode>,
+}
+
+/// Reads the ColdModels (just `model` when given; absent is not an error here), the Nodes'
+/// labels and the ColdNodes.
+pub async fn snapshot(client: &Client, model: Option<&str>) -> anyhow::Result<Snapshot> {
+    let models_api: Api<ColdModel> = Api::all(client.clone());
+    let models = match model {
+        Some(name) => models_api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading ColdModel {name}"))?
+            .into_iter()
+            .collect(),
+        None => {
+            models_api
+                .list(&ListParams::default())
+                .await
+                .context("listing ColdModels")?
+                .items
+        }
+    };
+    let coldnodes = Api::<ColdNode>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing ColdNodes")?
+        .items;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing Nodes")?
+        .items
+        .into_iter()
+        .filter_map(|n| {
+            let name = n.metadata.name?;
+            Some((name, n.metadata.labels.unwrap_or_default()))
+        })
+        .collect();
+    Ok(Snapshot {
+        models,
+        nodes,
+        coldnodes,
+    })
+}

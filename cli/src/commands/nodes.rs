@@ -1,0 +1,76 @@
+//! `coldctl nodes`: one row per ColdNode (per node with an agent): overall phase, models ready
+//! out of those reported, GPU health and how long ago the agent last wrote; a node whose
+//! agent has been silent for two minutes is flagged stale.
+//!
+//! `-o json|yaml`: `{"nodes":[{"node","phase","modelsReady","modelsTotal","gpu","gpuReason",
+//! "updatedAt","ageSeconds","stale"}]}`.
+
+use anyhow::Context as _;
+use coldstart_agent::api::ColdNode;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use crate::cluster;
+use crate::output::{self, Format};
+use crate::rollup::{self, NodeRow};
+use crate::{Backend, Cli};
+
+/// Arguments of `coldctl nodes`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the verb; returns the exit code.
+pub async fn run(cli: &Cli, _args: &Args) -> u8 {
+    match cli.backend() {
+        Backend::Here => return super::cluster_only("nodes"),
+        Backend::Node(sock) => return crate::node_not_implemented("nodes", &sock),
+        Backend::Cluster => {}
+    }
+    match nodes(cli).await {
+        Ok(code) => code,
+        Err(e) => super::warm::fail(cli, &[e]),
+    }
+}
+
+async fn nodes(cli: &Cli) -> anyhow::Result<u8> {
+    let client = cluster::connect(&cli.cluster).await?;
+    let coldnodes = Api::<ColdNode>::all(client)
+        .list(&ListParams::default())
+        .await
+        .context("listing ColdNodes")?
+        .items;
+    let rows = rollup::node_rows(&coldnodes, super::now());
+    match cli.output {
+        Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "nodes": rows })),
+        Format::Text => print!("{}", render(&rows)),
+    }
+    Ok(0)
+}
+
+/// The text table; stale nodes say so in the UPDATED column.
+pub fn render(rows: &[NodeRow]) -> String {
+    if rows.is_empty() {
+        return "no ColdNodes: no agent has reported yet\n".into();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut updated = rollup::age_text(r.age_seconds);
+            if r.stale {
+                updated.push_str(" (stale)");
+            }
+            let gpu = match &r.gpu_reason {
+                Some(why) => format!("{}: {why}", r.gpu),
+                None => r.gpu.to_string(),
+            };
+            vec![
+                r.node.clone(),
+                rollup::phase_text(r.phase),
+                format!("{}/{}", r.models_ready, r.models_total),
+                gpu,
+                updated,
+            ]
+        })
+        .collect();
+    rollup::table(&["NODE", "PHASE", "MODELS", "GPU", "UPDATED"], &cells)
+}

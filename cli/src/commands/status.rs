@@ -1,0 +1,111 @@
+//! `coldctl status [MODEL]`: per node and model, the phase, progress, rate, age and reason the
+//! agents report in their ColdNodes, with a `ready/selected` roll-up per model.
+//!
+//! `-o json|yaml`: `{"models":[{"name","repo","selected","ready","failed","nodes":[{"node",
+//! "reported","phase","image","weights","reason","updatedAt"}]}]}` (`image` and `weights` as
+//! in the ColdNode status).
+
+use serde_json::json;
+
+use crate::cluster::{self, resolve_model};
+use crate::output::{self, Format};
+use crate::rollup::{self, ModelView};
+use crate::{Backend, Cli};
+
+/// Arguments of `coldctl status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this model: a Hub repo id (`org/name`) or a ColdModel name.
+    pub model: Option<String>,
+}
+
+/// Runs the verb; returns the exit code.
+pub async fn run(cli: &Cli, args: &Args) -> u8 {
+    match cli.backend() {
+        Backend::Here => return super::cluster_only("status"),
+        Backend::Node(sock) => return crate::node_not_implemented("status", &sock),
+        Backend::Cluster => {}
+    }
+    match status(cli, args).await {
+        Ok(code) => code,
+        Err(e) => super::warm::fail(cli, &[e]),
+    }
+}
+
+async fn status(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
+    let name = match &args.model {
+        Some(m) => Some(resolve_model(m)?.0),
+        None => None,
+    };
+    let client = cluster::connect(&cli.cluster).await?;
+    let snap = cluster::snapshot(&client, name.as_deref()).await?;
+    if let Some(name) = &name
+        && snap.models.is_empty()
+    {
+        anyhow::bail!("no ColdModel named {name}");
+    }
+    let views = rollup::rollup(&snap.models, &snap.nodes, &snap.coldnodes);
+    match cli.output {
+        Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "models": views })),
+        Format::Text => print!("{}", render(&views, super::now())),
+    }
+    Ok(0)
+}
+
+/// The text table (one row per selected node and model) and one roll-up line per model.
+pub fn render(views: &[ModelView], now: i64) -> String {
+    if views.is_empty() {
+        return "no ColdModels: `coldctl warm org/name` creates one\n".into();
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .flat_map(|v| {
+            v.nodes.iter().map(move |e| {
+                vec![
+                    e.node.clone(),
+                    v.name.clone(),
+                    if e.reported {
+                        rollup::phase_text(Some(e.phase))
+                    } else {
+                        "Pending (not reported)".into()
+                    },
+                    rollup::progress_text(e),
+                    rollup::rate_text(e),
+                    rollup::age_text(rollup::age_seconds(e, now)),
+                    e.reason.clone().unwrap_or_default(),
+                ]
+            })
+        })
+        .collect();
+    let mut out = String::new();
+    if !rows.is_empty() {
+        let headers = [
+            "NODE", "MODEL", "PHASE", "PROGRESS", "RATE", "AGE", "REASON",
+        ];
+        out.push_str(&rollup::table(&headers, &rows));
+        out.push('\n');
+    }
+    for v in views {
+        out.push_str(&rollup_line(v));
+        out.push('\n');
+    }
+    out
+}
+
+/// `qwen--x (Qwen/X): 1/2 nodes ready, 1 failed`, or why no node is selected.
+pub fn rollup_line(v: &ModelView) -> String {
+    let mut line = format!(
+        "{} ({}): {}/{} nodes ready",
+        v.name, v.repo, v.ready, v.selected
+    );
+    if v.failed > 0 {
+        line.push_str(&format!(", {} failed", v.failed));
+    }
+    if v.selected == 0 {
+        line.push_str(" (no node with an agent matches its selector)");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! `coldctl warm MODEL` against the cluster: create or update the model's ColdModel
+//! (server-side apply, field manager `coldctl`), then with `--wait` follow each selected node's
+//! ColdNode until every one reports the model Ready (exit 0), one reports it Failed (exit 1),
+//! or `--timeout` passes (exit 3).
+//!
+//! Flags not given keep the ColdModel's current values, so `coldctl warm org/name --wait` on an
+//! existing model changes nothing and only waits.
+
+mod wait;
+
+use anyhow::Context as _;
+use coldstart_agent::api::{ColdModel, ColdModelSpec, SecretKeyRef, SecretRef, parse_selector};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::Args;
+use crate::cluster::{self, resolve_model};
+use crate::output::{self, Format};
+use crate::{Cli, EXIT_USAGE};
+
+#[cfg(test)]
+mod tests;
+
+/// Field manager of everything `coldctl` applies.
+pub const FIELD_MANAGER: &str = "coldctl";
+
+/// What the command line asks of the ColdModel's spec; `None`/empty leaves a field as it is.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    /// `--revision`.
+    pub revision: Option<String>,
+    /// `--include`.
+    pub include: Vec<String>,
+    /// `--exclude`.
+    pub exclude: Vec<String>,
+    /// `--token-secret NAME[:KEY]`.
+    pub token_secret: Option<SecretKeyRef>,
+    /// `--image`.
+    pub image: Option<String>,
+    /// `--pull-secret NAME`.
+    pub pull_secret: Option<SecretRef>,
+    /// `--selector`.
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// Reads the cluster-mode flags; a bad one is a usage error (the message says which).
+pub fn changes(args: &Args) -> Result<Changes, String> {
+    let selector = match args.selector.as_deref() {
+        Some(s) => Some(parse_selector(s).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let token_secret = match args.token_secret.as_deref() {
+        Some(s) => Some(parse_secret_key(s)?),
+        None => None,
+    };
+    let pull_secret = match &args.pull_secret {
+        Some(p) => {
+            let name = p.to_str().unwrap_or_default();
+            check_secret_name(name)?;
+            Some(SecretRef { name: name.into() })
+        }
+        None => None,
+    };
+    Ok(Changes {
+        revision: args.hub.revision.clone(),
+        include: args.sync.include.clone(),
+        exclude: args.sync.exclude.clone(),
+        token_secret,
+        image: args.image.clone(),
+        pull_secret,
+        selector,
+    })
+}
+
+/// `NAME[:KEY]` of `--token-secret`.
+pub fn parse_secret_key(text: &str) -> Result<SecretKeyRef, String> {
+    let (name, key) = match text.split_once(':') {
+        Some((_, "")) => return Err(format!("--token-secret {text:?}: empty key")),
+        Some((n, k)) => (n, Some(k.to_string())),
+        None => (text, None),
+    };
+    check_secret_name(name)?;
+    Ok(SecretKeyRef {
+        name: name.into(),
+        key,
+    })
+}
+
+/// A secret name is a DNS subdomain: lowercase letters, digits, `-` and `.`, at most 253.
+fn check_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid secret name"))
+    }
+}
+
+/// The spec to apply: the current one (or a new one for `repo`) with the changes laid over.
+pub fn desired(current: Option<&ColdModelSpec>, repo: &str, c: &Changes) -> ColdModelSpec {
+    let mut spec = current.cloned().unwrap_or(ColdModelSpec {
+        repo: repo.to_string(),
+        revision: None,
+        include: Vec::new(),
+        exclude: Vec::new(),
+        token_secret_ref: None,
+        image: None,
+        image_pull_secret_ref: None,
+        node_selector: None,
+        compile_cache: None,
+        snapshot: None,
+    });
+    if let Some(r) = &c.revision {
+        spec.revision = Some(r.clone());
+    }
+    if !c.include.is_empty() {
+        spec.include = c.include.clone();
+    }
+    if !c.exclude.is_empty() {
+        spec.exclude = c.exclude.clone();
+    }
+    if let Some(t) = &c.token_secret {
+        spec.token_secret_ref = Some(t.clone());
+    }
+    if let Some(i) = &c.image {
+        spec.image = Some(i.clone());
+    }
+    if let Some(p) = &c.pull_secret {
+        spec.image_pull_secret_ref = Some(p.clone());
+    }
+    if let Some(s) = &c.selector {
+        spec.node_selector = Some(s.clone());
+    }
+    spec
+}
+
+/// `10m`, `90s`, `1h30m`, `500ms`, or plain seconds (`45`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {text:?} (e.g. 90s, 10m, 1h30m)");
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        total_ms = n
+            .checked_mul(ms)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_millis(total_ms))
+}
+
+/// Runs `warm` against the cluster; returns the exit code.
+pub async fn run(cli: &Cli, args: &Args) -> u8 {
+    let Some(model) = args.model.as_deref() else {
+        eprintln!("error: give a MODEL: a Hub repo id (org/name) or a ColdModel name");
+        return EXIT_USAGE;
+    };
+    let changes = match changes(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let (name, repo) = match resolve_model(model) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let client = match cluster::connect(&cli.cluster).await {
+        Ok(c) => c,
+        Err(e) => return super::fail(cli, &[e]),
+    };
+    let applied = match apply(&client, &name, repo.as_ref().map(|r| r.as_str()), &changes).await {
+        Ok(a) => a,
+        Err(e) => return super::fail(cli, &[e]),
+    };
+    if !args.wait {
+        match cli.output {
+            Format::Json | Format::Yaml => output::print_doc(
+                cli.output,
+                &json!({"name": name, "created": applied.created, "spec": applied.spec}),
+            ),
+            Format::Text => println!("{}", applied_line(&name, &applied)),
+        }
+        return 0;
+    }
+    if cli.output == Format::Text {
+        eprintln!("{}", applied_line(&name, &applied));
+    }
+    wait::run(cli, &client, &name, &applied, args.timeout).await
+}
+
+/// What was applied.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The ColdModel did not exist before.
+    pub created: bool,
+    /// Its spec now.
+    pub spec: ColdModelSpec,
+}
+
+fn applied_line(name: &str, a: &Applied) -> String {
+    let verb = if a.created { "created" } else { "configured" };
+    format!("coldmodel {name} {verb} ({})", a.spec.repo)
+}
+
+async fn apply(
+    client: &kube::Client,
+    name: &str,
+    repo: Option<&str>,
+    changes: &Changes,
+) -> anyhow::Result<Applied> {
+    let api: Api<ColdModel> = Api::all(client.clone());
+    let current = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading ColdModel {name}"))?;
+    let repo = match (&current, repo) {
+        (Some(cur), Some(given)) if !cur.spec.repo.eq_ignore_ascii_case(given) => {
+            anyhow::bail!(
+                "ColdModel {name} already keeps {} warm, not {given}",
+                cur.spec.repo
+            )
+        }
+        (Some(cur), _) => cur.spec.repo.clone(),
+        (None, Some(given)) => given.to_string(),
+        (None, None) => anyhow::bail!(
+            "no ColdModel named {name}: give the Hub repo id (org/name) to create one"
+        ),
+    };
+    let spec = desired(current.as_ref().map(|c| &c.spec), &repo, changes);
+    let patch = json!({
+        "apiVersion": "coldstart.dev/v1alpha1",
+        "kind": "ColdModel",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let done = api
+        .patch(name, &params, &Patch::Apply(&patch))
+        .await
+        .with_context(|| format!("applying ColdModel {name}"))?;
+    Ok(Applied {
+        created: current.is_none(),
+        spec: done.spec,
+    })
+}
