@@ -77,7 +77,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         api.kubeconfig(&dir.path().join("kubeconfig")).unwrap();
         api.create(node()).unwrap();
-        api.create(secret("coldstart-system", "hub-s3cret\n")).unwrap();
+        api.create(secret("coldstart-system", "hub-s3cret\n"))
+            .unwrap();
         api.create(secret("default", "wrong-namespace")).unwrap();
         World {
             hosts,

@@ -219,6 +219,10 @@ pub struct ModelStatus {
     /// Overall phase of the model on this node.
     #[serde(default)]
     pub phase: Phase,
+    /// The ColdModel's `metadata.generation` this entry reflects: a client waiting for a
+    /// changed spec ignores entries older than the generation it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// The image part (absent when the ColdModel names no image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<PartStatus>,

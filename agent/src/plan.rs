@@ -311,6 +311,7 @@ fn model_status(m: &ColdModel, inp: &Inputs<'_>) -> ModelStatus {
     ModelStatus {
         name: name(m).to_string(),
         phase,
+        observed_generation: m.metadata.generation,
         image,
         weights: Some(weights),
     }

@@ -477,7 +477,11 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 let mut p = lock(&p);
                 let total = handles.total.load(Ordering::Relaxed);
                 p.total = Some(total);
-                p.done = handles.counters.downloaded.load(Ordering::Relaxed).min(total);
+                p.done = handles
+                    .counters
+                    .downloaded
+                    .load(Ordering::Relaxed)
+                    .min(total);
             };
             let r = loop {
                 tokio::select! {

@@ -77,7 +77,7 @@ fn view(
         .filter_map(|cn| {
             let node = cn.metadata.name.as_deref()?;
             let labels = nodes.get(node)?;
-            matches(selector, labels).then(|| entry(node, &name, cn))
+            matches(selector, labels).then(|| entry(node, model, cn))
         })
         .collect();
     entries.sort_by(|a, b| a.node.cmp(&b.node));
@@ -91,16 +91,33 @@ fn view(
     }
 }
 
-fn entry(node: &str, model: &str, cn: &ColdNode) -> NodeEntry {
+fn entry(node: &str, model: &ColdModel, cn: &ColdNode) -> NodeEntry {
+    let name = model.metadata.name.as_deref().unwrap_or_default();
     let status = cn.status.as_ref();
-    let reported = status.and_then(|s| s.models.iter().find(|m| m.name == model));
+    let reported = status.and_then(|s| s.models.iter().find(|m| m.name == name));
+    // An entry for an older spec (the agent has not planned against this generation yet)
+    // says nothing about the current one.
+    let stale = match (
+        reported.and_then(|m| m.observed_generation),
+        model.metadata.generation,
+    ) {
+        (Some(seen), Some(current)) => seen < current,
+        _ => false,
+    };
     NodeEntry {
         node: node.to_string(),
-        reported: reported.is_some(),
-        phase: reported.map_or(Phase::Pending, |m| m.phase),
+        reported: reported.is_some() && !stale,
+        phase: match reported {
+            Some(m) if !stale => m.phase,
+            _ => Phase::Pending,
+        },
         image: reported.and_then(|m| m.image.clone()),
         weights: reported.and_then(|m| m.weights.clone()),
-        reason: reported.and_then(reason),
+        reason: if stale {
+            Some("the agent has not seen the latest spec yet".to_string())
+        } else {
+            reported.and_then(reason)
+        },
         updated_at: status
             .and_then(|s| s.updated_at.as_ref())
             .map(|t| t.0.to_string()),

@@ -255,7 +255,11 @@ async fn weights_deleted_behind_our_back_are_synced_again() {
     let repo_dir = r.dir.path().join("hub/models--acme--tiny");
     std::fs::remove_dir_all(&repo_dir).unwrap();
     let plan = pass(&mut r.warmer, &models, &Limits::default()).await;
-    assert_ne!(plan.status.phase, crate::api::Phase::Ready, "noticed at once");
+    assert_ne!(
+        plan.status.phase,
+        crate::api::Phase::Ready,
+        "noticed at once"
+    );
     until(&mut r.warmer, &models, &Limits::default(), ready).await;
     assert!(repo_dir.join("snapshots").is_dir());
 }

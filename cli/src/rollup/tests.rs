@@ -222,3 +222,26 @@ fn tables_align_columns() {
     );
     assert_eq!(t, "NODE         PHASE\na-long-name  Ready\nb\n");
 }
+
+#[test]
+fn an_entry_for_an_older_generation_is_not_ready_for_the_current_spec() {
+    let nodes = nodes(&[("a", &[]), ("b", &[])]);
+    let mut m = model("m", None);
+    m.metadata.generation = Some(3);
+    let cns = [
+        coldnode(
+            "a",
+            json!({"phase": "Ready", "models": [{"name": "m", "phase": "Ready", "observedGeneration": 2}]}),
+        ),
+        coldnode(
+            "b",
+            json!({"phase": "Ready", "models": [{"name": "m", "phase": "Ready", "observedGeneration": 3}]}),
+        ),
+    ];
+    let v = &rollup(&[m], &nodes, &cns)[0];
+    assert_eq!((v.selected, v.ready), (2, 1));
+    let a = &v.nodes[0];
+    assert_eq!((a.reported, a.phase), (false, Phase::Pending));
+    assert!(a.reason.as_deref().unwrap().contains("latest spec"));
+    assert_eq!(outcome(v), Outcome::Waiting);
+}
