@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::gpu::{self, GpusExpected};
+
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +65,17 @@ pub struct RunArgs {
     /// Run without a cluster (no Kubernetes client): the loop and the admin server only.
     #[arg(long, env = "COLDSTART_STANDALONE")]
     pub standalone: bool,
+    /// GPUs this node must have before the startup taint goes: `auto` (the node's
+    /// nvidia.com/gpu capacity, else at least one if NVML loads), `none`, or a count [default: auto].
+    #[arg(long, env = "COLDSTART_GPUS_EXPECTED", value_name = "auto|none|N")]
+    pub gpus_expected: Option<GpusExpected>,
+    /// NVML library to load [default: libnvidia-ml.so.1, found the dlopen way].
+    #[arg(long, env = "COLDSTART_NVML_LIBRARY", value_name = "PATH")]
+    pub nvml_library: Option<PathBuf>,
+    /// XIDs that do not make a GPU unhealthy, comma-separated; replaces the default set
+    /// [default: 13,31,43,45,68,109].
+    #[arg(long, env = "COLDSTART_XID_IGNORE", value_name = "LIST")]
+    pub xid_ignore: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -89,6 +102,12 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<u64>,
     /// See [`RunArgs::standalone`].
     pub standalone: Option<bool>,
+    /// See [`RunArgs::gpus_expected`] (`"auto"`, `"none"` or `"4"`).
+    pub gpus_expected: Option<String>,
+    /// See [`RunArgs::nvml_library`].
+    pub nvml_library: Option<PathBuf>,
+    /// See [`RunArgs::xid_ignore`] (a list of numbers).
+    pub xid_ignore: Option<Vec<u64>>,
 }
 
 /// The validated configuration of the daemon.
@@ -114,6 +133,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// No cluster.
     pub standalone: bool,
+    /// GPUs this node must have.
+    pub gpus_expected: GpusExpected,
+    /// NVML library; `None`: the default name.
+    pub nvml_library: Option<PathBuf>,
+    /// XIDs that do not make a GPU unhealthy.
+    pub xid_ignore: std::collections::BTreeSet<u64>,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -209,6 +234,23 @@ impl RunArgs {
             ),
             // A flag can only switch standalone on; the file may too.
             standalone: self.standalone || file.standalone.unwrap_or(false),
+            gpus_expected: match (self.gpus_expected, file.gpus_expected) {
+                (Some(g), _) => g,
+                (None, Some(text)) => text.parse().map_err(|reason| Error::Invalid {
+                    setting: "gpus-expected",
+                    reason,
+                })?,
+                (None, None) => GpusExpected::Auto,
+            },
+            nvml_library: self.nvml_library.or(file.nvml_library),
+            xid_ignore: match (self.xid_ignore, file.xid_ignore) {
+                (Some(list), _) => gpu::parse_xid_list(&list).map_err(|reason| Error::Invalid {
+                    setting: "xid-ignore",
+                    reason,
+                })?,
+                (None, Some(list)) => list.into_iter().collect(),
+                (None, None) => gpu::DEFAULT_XID_IGNORE.into_iter().collect(),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -272,6 +314,13 @@ impl Config {
         }
         if self.shutdown_timeout.is_zero() {
             return invalid("shutdown-timeout", "must be at least 1 second");
+        }
+        if self
+            .nvml_library
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("nvml-library", "must not be empty");
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod gpu;
 pub mod health;
 pub mod images;
 pub mod metrics;
