@@ -263,7 +263,7 @@ pub struct PartStatus {
 pub struct GpuStatus {
     /// Every device is healthy.
     pub healthy: bool,
-    /// Why not, when not.
+    /// Why not, when not; when healthy without GPUs, why (`NVMLNotFound`, `NoGPUExpected`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The devices NVML reports.
