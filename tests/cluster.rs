@@ -22,6 +22,7 @@ use std::time::Duration;
 use coldstart_fakeapi::{FakeApi, Outage};
 use coldstart_fakehub::FakeHub;
 use serde_json::{Value, json};
+use support::nvml::NvmlStub;
 use support::{
     Containerd, ContainerdOpts, Registry, TestEnv, build_image, push, wait_for, write_hosts_toml,
 };
@@ -43,6 +44,7 @@ struct World {
     ctd: Containerd,
     hub: FakeHub,
     api: FakeApi,
+    nvml: NvmlStub,
     dir: tempfile::TempDir,
 }
 
@@ -80,7 +82,10 @@ impl World {
         api.create(secret("coldstart-system", "hub-s3cret\n"))
             .unwrap();
         api.create(secret("default", "wrong-namespace")).unwrap();
+        // The node advertises one GPU; the stand-in NVML library shows one, healthy.
+        let nvml = NvmlStub::build(dir.path(), 1);
         World {
+            nvml,
             hosts,
             _images: images,
             _registry: registry,
@@ -124,6 +129,8 @@ impl World {
         .arg("--cache-root")
         .arg(self.cache_root())
         .args(["--hub-endpoint", &self.hub.url()])
+        .arg("--nvml-library")
+        .arg(&self.nvml.lib)
         .args(extra)
         .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
         .env("COLDSTART_LOG", "info,coldstart_agent=debug")
@@ -355,8 +362,16 @@ fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     let cond = condition(&node, "ColdstartModelsWarm").expect("condition");
     assert_eq!(cond["status"], "True", "{cond}");
     assert_eq!(cond["reason"], "ModelsWarm");
+    let gpu = condition(&node, "ColdstartGPUHealthy").expect("GPU condition");
+    assert_eq!(gpu["status"], "True", "{gpu}");
     let cn = w.coldnode().unwrap();
     assert_eq!(cn["status"]["phase"], "Ready", "{cn}");
+    assert_eq!(cn["status"]["gpu"]["healthy"], true, "{cn}");
+    assert_eq!(
+        cn["status"]["gpu"]["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{cn}"
+    );
     assert_eq!(
         cn["status"]["models"].as_array().unwrap().len(),
         1,
@@ -445,5 +460,42 @@ fn local_work_goes_on_while_the_api_server_is_down_and_status_catches_up() {
         (!taint_keys(&w.node()).contains(&TAINT.to_string())).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert_eq!(agent.terminate(), 0);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
+fn a_missing_gpu_keeps_the_startup_taint_until_the_agent_sees_it() {
+    let w = World::new();
+    w.api.create(cold_model("gpu")).unwrap();
+    // The node advertises one GPU, NVML shows none: warm models, but not schedulable.
+    w.nvml.set_gpus(0);
+    let mut agent = w.agent(&[]);
+    w.wait_model_phase(&mut agent, "Ready");
+    let node = wait_for("GPU condition", WARM, || {
+        let n = w.node();
+        condition(&n, "ColdstartGPUHealthy").map(|c| (n, c))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let (node, gpu) = node;
+    assert_eq!(gpu["status"], "False", "{gpu}");
+    assert_eq!(gpu["reason"], "GPUMissing", "{gpu}");
+    // A few more passes: the taint stays while the GPU is missing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(taint_keys(&w.node()).contains(&TAINT.to_string()), "{node}");
+    let cn = w.coldnode().unwrap();
+    assert_eq!(cn["status"]["gpu"]["healthy"], false, "{cn}");
+    assert_eq!(agent.terminate(), 0);
+
+    // The GPU is back (a driver reload, a reseated card): the restarted agent removes the taint.
+    w.nvml.set_gpus(1);
+    let mut agent = w.agent(&[]);
+    wait_for("taint removed once the GPU is seen", WARM, || {
+        agent.check_alive();
+        (!taint_keys(&w.node()).contains(&TAINT.to_string())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let gpu = condition(&w.node(), "ColdstartGPUHealthy").unwrap();
+    assert_eq!(gpu["status"], "True", "{gpu}");
     assert_eq!(agent.terminate(), 0);
 }

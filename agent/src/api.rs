@@ -270,12 +270,24 @@ pub struct PartStatus {
 pub struct GpuStatus {
     /// Every device is healthy.
     pub healthy: bool,
-    /// Why not, when not.
+    /// Why not, when not; when healthy without GPUs, why (`NVMLNotFound`, `NoGPUExpected`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The devices NVML reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<GpuDevice>,
+    /// Detail for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// GPUs this node must have (configured, or its nvidia.com/gpu capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u32>,
+    /// NVIDIA driver version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// Highest CUDA version the driver supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_version: Option<String>,
 }
 
 /// One GPU.
@@ -297,4 +309,19 @@ pub struct GpuDevice {
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// PCI bus id (`00000000:18:00.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
+    /// CUDA compute capability (`9.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
+    /// Persistence mode on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_mode: Option<bool>,
+    /// MIG mode enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig_enabled: Option<bool>,
+    /// Core temperature when last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<u32>,
 }

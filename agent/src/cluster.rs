@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::agent::{Error, Reconcile};
 use crate::api::{ColdModel, ColdNode, Phase, WARMING_TAINT_KEY};
+use crate::gpu;
 use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
 use crate::node::{self, NodeSurface};
 use crate::plan::{self, Inputs, Limits, Plan};
@@ -37,6 +38,8 @@ use crate::warmer::{self, CredentialError, Credentials, Warmer};
 pub const DEFAULT_TOKEN_KEY: &str = "token";
 /// Key of registry credentials in a `kubernetes.io/dockerconfigjson` secret.
 pub const DOCKERCONFIGJSON_KEY: &str = ".dockerconfigjson";
+/// The extended resource the NVIDIA device plugin advertises: how many GPUs to expect.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The controller name on our Events.
 pub const REPORTER: &str = "coldstart-agent";
 
@@ -181,6 +184,15 @@ impl Credentials for SecretCredentials {
     }
 }
 
+/// What one pass decided.
+struct Planned {
+    plan: Plan,
+    /// `ColdstartModelsWarm` and `ColdstartGPUHealthy`.
+    conditions: Vec<plan::Condition>,
+    /// The node carries the startup taint.
+    has_taint: bool,
+}
+
 /// The cluster-mode pass.
 pub struct Cluster<I> {
     settings: Settings,
@@ -191,6 +203,7 @@ pub struct Cluster<I> {
     models: Watched<ColdModel>,
     coldnodes: Watched<ColdNode>,
     recorder: Recorder,
+    gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
     deadline_reported: bool,
     taint_removed: bool,
@@ -205,11 +218,13 @@ impl<I> std::fmt::Debug for Cluster<I> {
 }
 
 impl<I: Images + 'static> Cluster<I> {
-    /// Starts the watches; `wake` is notified on every change they see.
+    /// Starts the watches; `wake` is notified on every change they see. `gpu` reads GPU
+    /// health (its XID thread runs apart).
     pub fn new(
         clients: Clients,
         settings: Settings,
         warmer: Warmer<I>,
+        gpu: Arc<gpu::Monitor>,
         wake: Arc<Notify>,
     ) -> Cluster<I> {
         let by_name = format!("metadata.name={}", settings.node);
@@ -248,6 +263,7 @@ impl<I: Images + 'static> Cluster<I> {
             nodes,
             models,
             coldnodes,
+            gpu,
             phases: BTreeMap::new(),
             deadline_reported: false,
             taint_removed: false,
@@ -267,8 +283,33 @@ impl<I: Images + 'static> Cluster<I> {
         Ok(())
     }
 
+    /// GPU health: blocking NVML calls, off the async workers. While the startup taint is on,
+    /// no workload should hold GPU memory.
+    async fn gpu_report(&self, node: &Node, idle: bool) -> gpu::GpuReport {
+        let capacity = node
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get(GPU_RESOURCE))
+            .and_then(|q| q.0.parse::<u32>().ok());
+        let monitor = self.gpu.clone();
+        match tokio::task::spawn_blocking(move || monitor.snapshot(capacity, idle)).await {
+            Ok(r) => r,
+            Err(e) => gpu::GpuReport {
+                healthy: false,
+                reason: gpu::policy::NVML_FAILED,
+                message: format!("the GPU check failed: {e}"),
+                expected: capacity.unwrap_or(0),
+                driver_version: None,
+                cuda_version: None,
+                devices: Vec::new(),
+                xid_watch_error: None,
+            },
+        }
+    }
+
     /// Plans from what the watches hold and runs the local part of the plan.
-    async fn local(&mut self, node: &Node, now: Timestamp) -> (Plan, Vec<ColdModel>, bool) {
+    async fn local(&mut self, node: &Node, now: Timestamp) -> Planned {
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let has_taint = node
             .spec
@@ -289,6 +330,8 @@ impl<I: Images + 'static> Cluster<I> {
             .and_then(|c| c.status.clone());
         let selected = warmer::selected(&models, &labels);
         let local = self.warmer.observe(&selected).await;
+        let gpu = self.gpu_report(node, has_taint).await;
+        self.warmer.metrics().gpu(&gpu);
         let created = node
             .metadata
             .creation_timestamp
@@ -302,20 +345,26 @@ impl<I: Images + 'static> Cluster<I> {
             models: &models,
             current: current.as_ref(),
             local: &local,
-            gpu_healthy: true,
+            gpu_healthy: gpu.healthy,
             warming_deadline: if has_taint { deadline } else { None },
             now,
         };
         let mut plan = plan::plan(&inputs, &self.settings.limits);
+        plan.status.gpu = Some(gpu::status(&gpu));
         self.warmer.execute(&plan, &models, &self.creds, now).await;
         self.warmer
             .decorate(&mut plan.status, current.as_ref(), &models, now);
-        (plan, models, has_taint)
+        Planned {
+            conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
+            plan,
+            has_taint,
+        }
     }
 
     /// Writes the plan's view to the API: labels, conditions, status, then the taint (last, so
     /// a pod scheduled the moment it goes finds the labels already there).
-    async fn report(&mut self, plan: &Plan, has_taint: bool, now: Timestamp) -> Result<(), Error> {
+    async fn report(&mut self, planned: &Planned, now: Timestamp) -> Result<(), Error> {
+        let (plan, has_taint) = (&planned.plan, planned.has_taint);
         let mut first: Option<node::Error> = None;
         let mut note = |r: Result<bool, node::Error>| match r {
             Ok(wrote) => wrote,
@@ -328,7 +377,7 @@ impl<I: Images + 'static> Cluster<I> {
         note(self.surface.set_model_labels(&plan.ready_labels).await);
         note(
             self.surface
-                .apply_conditions(std::slice::from_ref(&plan.models_warm), now)
+                .apply_conditions(&planned.conditions, now)
                 .await,
         );
         note(self.surface.write_status(&plan.status, now).await);
@@ -422,7 +471,8 @@ impl<I: Images + 'static> Reconcile for Cluster<I> {
         let Some(node) = self.nodes.store.get(&ObjectRef::new(&self.settings.node)) else {
             return Err(Error::NodeMissing(self.settings.node.clone()));
         };
-        let (plan, _models, has_taint) = self.local(&node, now).await;
+        let planned = self.local(&node, now).await;
+        let plan = &planned.plan;
         debug!(
             selected = plan.selected.len(),
             phase = ?plan.status.phase,
@@ -430,8 +480,8 @@ impl<I: Images + 'static> Reconcile for Cluster<I> {
             syncs = plan.sync_weights.len(),
             "planned"
         );
-        self.announce(&plan).await;
-        self.report(&plan, has_taint, now).await
+        self.announce(plan).await;
+        self.report(&planned, now).await
     }
 
     async fn shutdown(&mut self) {

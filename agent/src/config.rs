@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::gpu::{self, GpusExpected};
+
 #[cfg(test)]
 mod tests;
 
@@ -98,6 +100,17 @@ pub struct RunArgs {
     /// evicted to fit.
     #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE")]
     pub cache_budget: Option<String>,
+    /// GPUs this node must have before the startup taint goes: `auto` (the node's
+    /// nvidia.com/gpu capacity, else at least one if NVML loads), `none`, or a count [default: auto].
+    #[arg(long, env = "COLDSTART_GPUS_EXPECTED", value_name = "auto|none|N")]
+    pub gpus_expected: Option<GpusExpected>,
+    /// NVML library to load [default: libnvidia-ml.so.1, found the dlopen way].
+    #[arg(long, env = "COLDSTART_NVML_LIBRARY", value_name = "PATH")]
+    pub nvml_library: Option<PathBuf>,
+    /// XIDs that do not make a GPU unhealthy, comma-separated; replaces the default set
+    /// [default: 13,31,43,45,68,109].
+    #[arg(long, env = "COLDSTART_XID_IGNORE", value_name = "LIST")]
+    pub xid_ignore: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -142,6 +155,12 @@ pub struct FileConfig {
     pub weight_syncs: Option<usize>,
     /// See [`RunArgs::cache_budget`].
     pub cache_budget: Option<String>,
+    /// See [`RunArgs::gpus_expected`] (`"auto"`, `"none"` or `"4"`).
+    pub gpus_expected: Option<String>,
+    /// See [`RunArgs::nvml_library`].
+    pub nvml_library: Option<PathBuf>,
+    /// See [`RunArgs::xid_ignore`] (a list of numbers).
+    pub xid_ignore: Option<Vec<u64>>,
 }
 
 /// The validated configuration of the daemon.
@@ -185,6 +204,12 @@ pub struct Config {
     pub weight_syncs: usize,
     /// Byte budget of the Hub cache.
     pub cache_budget: Option<u64>,
+    /// GPUs this node must have.
+    pub gpus_expected: GpusExpected,
+    /// NVML library; `None`: the default name.
+    pub nvml_library: Option<PathBuf>,
+    /// XIDs that do not make a GPU unhealthy.
+    pub xid_ignore: std::collections::BTreeSet<u64>,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -249,70 +274,88 @@ impl RunArgs {
             Some(secs) => Duration::from_secs(secs),
             None => (tick * 3).max(Duration::from_secs(30)),
         };
-        let cfg =
-            Config {
-                node_name: self.node_name.or(file.node_name),
-                namespace: self.namespace.or(file.namespace),
-                admin_addr: match self.admin_addr.or(file.admin_addr) {
-                    Some(addr) => addr,
-                    None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
-                        setting: "admin-addr",
-                        reason: "bad built-in default".into(),
-                    })?,
-                },
-                containerd_socket: self
-                    .containerd_socket
-                    .or(file.containerd_socket)
-                    .unwrap_or_else(|| DEFAULT_CONTAINERD_SOCKET.into()),
-                containerd_root: self
-                    .containerd_root
-                    .or(file.containerd_root)
-                    .unwrap_or_else(|| DEFAULT_CONTAINERD_ROOT.into()),
-                cache_root: self
-                    .cache_root
-                    .or(file.cache_root)
-                    .unwrap_or_else(|| DEFAULT_CACHE_ROOT.into()),
-                tick_interval: tick,
-                ready_timeout: ready,
-                shutdown_timeout: Duration::from_secs(
-                    self.shutdown_timeout
-                        .or(file.shutdown_timeout)
-                        .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
-                ),
-                // A flag can only switch standalone on; the file may too.
-                standalone: self.standalone || file.standalone.unwrap_or(false),
-                containerd_config: self
-                    .containerd_config
-                    .or(file.containerd_config)
-                    .unwrap_or_else(|| DEFAULT_CONTAINERD_CONFIG.into()),
-                registry_config_dir: self.registry_config_dir.or(file.registry_config_dir),
-                hub_endpoint: self
-                    .hub_endpoint
-                    .or(file.hub_endpoint)
-                    .unwrap_or_else(|| DEFAULT_HUB_ENDPOINT.into()),
-                hub_token_file: self.hub_token_file.or(file.hub_token_file),
-                pull_secret: self.pull_secret.or(file.pull_secret),
-                warming_deadline: Duration::from_secs(
-                    self.warming_deadline
-                        .or(file.warming_deadline)
-                        .unwrap_or(DEFAULT_WARMING_DEADLINE_SECONDS),
-                ),
-                eviction_grace: Duration::from_secs(
-                    self.eviction_grace
-                        .or(file.eviction_grace)
-                        .unwrap_or(DEFAULT_EVICTION_GRACE_SECONDS),
-                ),
-                weight_syncs: self.weight_syncs.or(file.weight_syncs).unwrap_or(2),
-                cache_budget: match self.cache_budget.or(file.cache_budget) {
-                    Some(text) => Some(crate::weights::budget::parse_size(&text).map_err(|e| {
-                        Error::Invalid {
+        let cfg = Config {
+            node_name: self.node_name.or(file.node_name),
+            namespace: self.namespace.or(file.namespace),
+            admin_addr: match self.admin_addr.or(file.admin_addr) {
+                Some(addr) => addr,
+                None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
+                    setting: "admin-addr",
+                    reason: "bad built-in default".into(),
+                })?,
+            },
+            containerd_socket: self
+                .containerd_socket
+                .or(file.containerd_socket)
+                .unwrap_or_else(|| DEFAULT_CONTAINERD_SOCKET.into()),
+            containerd_root: self
+                .containerd_root
+                .or(file.containerd_root)
+                .unwrap_or_else(|| DEFAULT_CONTAINERD_ROOT.into()),
+            cache_root: self
+                .cache_root
+                .or(file.cache_root)
+                .unwrap_or_else(|| DEFAULT_CACHE_ROOT.into()),
+            tick_interval: tick,
+            ready_timeout: ready,
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout
+                    .or(file.shutdown_timeout)
+                    .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
+            ),
+            // A flag can only switch standalone on; the file may too.
+            standalone: self.standalone || file.standalone.unwrap_or(false),
+            containerd_config: self
+                .containerd_config
+                .or(file.containerd_config)
+                .unwrap_or_else(|| DEFAULT_CONTAINERD_CONFIG.into()),
+            registry_config_dir: self.registry_config_dir.or(file.registry_config_dir),
+            hub_endpoint: self
+                .hub_endpoint
+                .or(file.hub_endpoint)
+                .unwrap_or_else(|| DEFAULT_HUB_ENDPOINT.into()),
+            hub_token_file: self.hub_token_file.or(file.hub_token_file),
+            pull_secret: self.pull_secret.or(file.pull_secret),
+            warming_deadline: Duration::from_secs(
+                self.warming_deadline
+                    .or(file.warming_deadline)
+                    .unwrap_or(DEFAULT_WARMING_DEADLINE_SECONDS),
+            ),
+            eviction_grace: Duration::from_secs(
+                self.eviction_grace
+                    .or(file.eviction_grace)
+                    .unwrap_or(DEFAULT_EVICTION_GRACE_SECONDS),
+            ),
+            weight_syncs: self.weight_syncs.or(file.weight_syncs).unwrap_or(2),
+            cache_budget: match self.cache_budget.or(file.cache_budget) {
+                Some(text) => {
+                    Some(
+                        crate::weights::budget::parse_size(&text).map_err(|e| Error::Invalid {
                             setting: "cache-budget",
                             reason: e.to_string(),
-                        }
-                    })?),
-                    None => None,
-                },
-            };
+                        })?,
+                    )
+                }
+                None => None,
+            },
+            gpus_expected: match (self.gpus_expected, file.gpus_expected) {
+                (Some(g), _) => g,
+                (None, Some(text)) => text.parse().map_err(|reason| Error::Invalid {
+                    setting: "gpus-expected",
+                    reason,
+                })?,
+                (None, None) => GpusExpected::Auto,
+            },
+            nvml_library: self.nvml_library.or(file.nvml_library),
+            xid_ignore: match (self.xid_ignore, file.xid_ignore) {
+                (Some(list), _) => gpu::parse_xid_list(&list).map_err(|reason| Error::Invalid {
+                    setting: "xid-ignore",
+                    reason,
+                })?,
+                (None, Some(list)) => list.into_iter().collect(),
+                (None, None) => gpu::DEFAULT_XID_IGNORE.into_iter().collect(),
+            },
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -385,6 +428,13 @@ impl Config {
                 "hub-endpoint",
                 &format!("{endpoint:?} is not an http(s) URL"),
             );
+        }
+        if self
+            .nvml_library
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("nvml-library", "must not be empty");
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::agent::{self, Idle, LoopConfig};
 use crate::cluster::{self, Clients, Cluster};
 use crate::config::Config;
+use crate::gpu;
 use crate::health::Heartbeat;
 use crate::images::{ContainerdConfig, ContainerdImages, DockerConfig};
 use crate::metrics::Metrics;
@@ -47,10 +48,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
         probe_cluster(&clients.request).await;
         let warmer = build_warmer(&cfg, metrics.clone(), loop_cfg.wake.clone())?;
+        let gpu = gpu::Monitor::start(
+            gpu::open(cfg.nvml_library.as_deref()),
+            gpu::Settings::from_config(&cfg),
+        )
+        .context("starting the GPU monitor")?;
         Some(Cluster::new(
             clients,
             cluster_settings(&cfg)?,
             warmer,
+            Arc::new(gpu),
             loop_cfg.wake.clone(),
         ))
     };

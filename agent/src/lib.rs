@@ -10,6 +10,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod gpu;
 pub mod health;
 pub mod images;
 pub mod metrics;

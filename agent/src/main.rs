@@ -3,8 +3,9 @@
 //! - `run`: the daemon (see `daemon.rs`): the reconcile loop and the admin server, until SIGTERM.
 //! - `runtime`: a one-shot report of what the node's containerd says about itself (version, pin
 //!   support, snapshotter, storage and free space).
+//! - `gpu-check`: a one-shot GPU inventory and health report through NVML (see `gpu_check.rs`).
 //!
-//! Exit codes: 0 success, 1 failure, 64 bad usage or configuration.
+//! Exit codes: 0 success, 1 failure (for `gpu-check`: unhealthy), 64 bad usage or configuration.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use coldstart_agent::images::{ContainerdConfig, ContainerdImages, Images};
 use coldstart_agent::telemetry::{self, LogFormat};
 
 use coldstart_agent::daemon;
+
+mod gpu_check;
 
 #[derive(Debug, Parser)]
 #[command(name = "coldstart-agent", version, about = "coldstart node agent")]
@@ -55,6 +58,9 @@ enum Command {
         )]
         containerd_socket: PathBuf,
     },
+    /// Report the GPUs' inventory and health through NVML, once. Exit 0 healthy, 1 unhealthy
+    /// (the report is printed either way), 64 bad usage.
+    GpuCheck(gpu_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +89,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Runtime { containerd_socket } => Resolved::Runtime { containerd_socket },
+        // Blocking NVML calls and a short wait for XID events: no async runtime needed.
+        Command::GpuCheck(args) => return gpu_check::main(args),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -91,6 +91,18 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    /// NVML index, or `all` for the node's verdict.
+    gpu: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct XidLabels {
+    gpu: String,
+    xid: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -137,6 +149,10 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     passes: Family<OutcomeLabels, Counter>,
     pass_duration: Histogram,
+    gpu_healthy: Family<GpuLabels, Gauge>,
+    gpu_temperature: Family<GpuLabels, Gauge>,
+    gpu_memory_used: Family<GpuLabels, Gauge>,
+    gpu_xids: Family<XidLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -209,6 +225,32 @@ impl Metrics {
             "The agent's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let gpu_healthy = Family::<GpuLabels, Gauge>::default();
+        registry.register(
+            "gpu_healthy",
+            "1 when a GPU (by NVML index; `all`: the node's verdict) is healthy, else 0",
+            gpu_healthy.clone(),
+        );
+        let gpu_temperature = Family::<GpuLabels, Gauge>::default();
+        registry.register_with_unit(
+            "gpu_temperature",
+            "GPU core temperature",
+            Unit::Celsius,
+            gpu_temperature.clone(),
+        );
+        let gpu_memory_used = Family::<GpuLabels, Gauge>::default();
+        registry.register_with_unit(
+            "gpu_memory_used",
+            "GPU memory in use",
+            Unit::Bytes,
+            gpu_memory_used.clone(),
+        );
+        let gpu_xids = Family::<XidLabels, Counter>::default();
+        registry.register(
+            "gpu_xid_events",
+            "Critical XID events seen since the agent started, by GPU and XID (0: unknown)",
+            gpu_xids.clone(),
+        );
         Metrics {
             registry,
             model_phase,
@@ -219,6 +261,45 @@ impl Metrics {
             errors,
             passes,
             pass_duration,
+            gpu_healthy,
+            gpu_temperature,
+            gpu_memory_used,
+            gpu_xids,
+        }
+    }
+
+    /// Records a GPU report: health per device and for the node, temperature, memory, XIDs.
+    pub fn gpu(&self, report: &crate::gpu::GpuReport) {
+        let all = GpuLabels { gpu: "all".into() };
+        self.gpu_healthy
+            .get_or_create(&all)
+            .set(i64::from(report.healthy));
+        for d in &report.devices {
+            let labels = GpuLabels {
+                gpu: d.info.index.to_string(),
+            };
+            self.gpu_healthy
+                .get_or_create(&labels)
+                .set(i64::from(d.healthy));
+            if let Some(t) = d.info.temperature_celsius {
+                self.gpu_temperature
+                    .get_or_create(&labels)
+                    .set(i64::from(t));
+            }
+            let used = i64::try_from(d.info.memory_used_bytes).unwrap_or(i64::MAX);
+            self.gpu_memory_used.get_or_create(&labels).set(used);
+            for (xid, count) in &d.xids {
+                let labels = XidLabels {
+                    gpu: labels.gpu.clone(),
+                    xid: xid.to_string(),
+                };
+                // The report holds totals since the start: add what the counter lacks.
+                let counter = self.gpu_xids.get_or_create(&labels);
+                let seen = counter.get();
+                if *count > seen {
+                    counter.inc_by(count - seen);
+                }
+            }
         }
     }
 

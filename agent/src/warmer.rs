@@ -212,6 +212,11 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
         })
     }
 
+    /// The metrics it reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Whether any pull or sync is running.
     pub fn busy(&self) -> bool {
         !self.pulls.is_empty() || !self.syncs.is_empty()

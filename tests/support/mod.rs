@@ -13,6 +13,7 @@
 pub mod containerd;
 pub mod hub_py;
 pub mod image;
+pub mod nvml;
 pub mod proxy;
 pub mod registry;
 pub mod tls;

@@ -134,3 +134,82 @@ fn dns_names() {
     assert!(!is_dns_label("-a"));
     assert!(is_dns_label("coldstart-system"));
 }
+
+#[test]
+fn gpu_settings_default_to_auto_and_the_device_plugin_xid_set() {
+    let cfg = args(&["--node-name", "n1"])
+        .resolve(FileConfig::default())
+        .expect("valid");
+    assert_eq!(cfg.gpus_expected, GpusExpected::Auto);
+    assert_eq!(cfg.nvml_library, None);
+    assert_eq!(
+        cfg.xid_ignore.iter().copied().collect::<Vec<_>>(),
+        vec![13, 31, 43, 45, 68, 109]
+    );
+}
+
+#[test]
+fn gpu_flags_beat_the_file() {
+    let f = file(
+        r#"
+        gpus-expected = "none"
+        nvml-library = "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"
+        xid-ignore = [13]
+        "#,
+    );
+    let cfg = args(&["--node-name", "n1"])
+        .resolve(f.clone())
+        .expect("valid");
+    assert_eq!(cfg.gpus_expected, GpusExpected::None);
+    assert_eq!(cfg.xid_ignore.iter().copied().collect::<Vec<_>>(), vec![13]);
+    let flags = [
+        "--node-name",
+        "n1",
+        "--gpus-expected",
+        "8",
+        "--nvml-library",
+        "/opt/nvml/libnvidia-ml.so.1",
+        "--xid-ignore",
+        "31, 43",
+    ];
+    let cfg = args(&flags).resolve(f).expect("valid");
+    assert_eq!(cfg.gpus_expected, GpusExpected::Count(8));
+    assert_eq!(
+        cfg.nvml_library,
+        Some(std::path::PathBuf::from("/opt/nvml/libnvidia-ml.so.1"))
+    );
+    assert_eq!(
+        cfg.xid_ignore.iter().copied().collect::<Vec<_>>(),
+        vec![31, 43]
+    );
+    // An empty list ignores nothing: every XID is critical.
+    let cfg = args(&["--node-name", "n1", "--xid-ignore", ""])
+        .resolve(FileConfig::default())
+        .expect("valid");
+    assert!(cfg.xid_ignore.is_empty());
+}
+
+#[test]
+fn bad_gpu_settings_are_refused_with_the_setting_named() {
+    let bad_xid = args(&["--node-name", "n1", "--xid-ignore", "13,x"])
+        .resolve(FileConfig::default())
+        .expect_err("bad list");
+    assert!(bad_xid.to_string().contains("xid-ignore"), "{bad_xid}");
+    let bad_count = args(&["--node-name", "n1"])
+        .resolve(file(r#"gpus-expected = "many""#))
+        .expect_err("bad count");
+    assert!(
+        bad_count.to_string().contains("gpus-expected"),
+        "{bad_count}"
+    );
+    let bad_flag = Cli::try_parse_from(["coldstart-agent", "--gpus-expected", "-1"]);
+    assert!(bad_flag.is_err());
+    // clap refuses an empty path on the command line; the file can still hold one.
+    let empty_lib = args(&["--node-name", "n1"])
+        .resolve(file(r#"nvml-library = """#))
+        .expect_err("empty path");
+    assert!(
+        empty_lib.to_string().contains("nvml-library"),
+        "{empty_lib}"
+    );
+}
