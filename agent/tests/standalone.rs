@@ -320,3 +320,63 @@ async fn a_second_agent_on_the_same_socket_is_refused() {
     client.status().await.expect("first agent still answers");
     assert_eq!(first.terminate(), 0, "{}", first.log());
 }
+
+/// The unit file runs the binary this package builds, in standalone mode, with the runtime
+/// and state directories the agent's defaults use, and gives it longer to stop than the agent
+/// gives itself.
+#[test]
+fn the_systemd_unit_matches_the_agent() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/coldstart-agent.service");
+    let text = std::fs::read_to_string(&unit).expect("unit file");
+    let values = |key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    let one = |key: &str| -> String {
+        let v = values(key);
+        assert_eq!(v.len(), 1, "{key}: {v:?}");
+        v[0].clone()
+    };
+    let exec = one("ExecStart");
+    let mut words = exec.split_whitespace();
+    let bin = words.next().expect("binary");
+    assert!(bin.starts_with('/'), "{exec}");
+    assert_eq!(
+        Path::new(bin).file_name(),
+        agent_bin().file_name(),
+        "{exec}"
+    );
+    assert_eq!(words.collect::<Vec<_>>(), ["run", "--standalone"], "{exec}");
+    let socket = Path::new(coldstart_agent::standalone::DEFAULT_SOCKET);
+    assert_eq!(
+        Path::new("/run").join(one("RuntimeDirectory")),
+        socket.parent().expect("socket dir")
+    );
+    assert_eq!(
+        Path::new("/var/lib").join(one("StateDirectory")),
+        Path::new(coldstart_agent::config::DEFAULT_CACHE_ROOT)
+    );
+    let models = Path::new(coldstart_agent::standalone::DEFAULT_MODELS_FILE);
+    let etc = Path::new("/etc").join(one("ConfigurationDirectory"));
+    assert_eq!(etc, models.parent().expect("models dir"));
+    assert!(values("ReadWritePaths").contains(&etc.display().to_string()));
+    let stop: u64 = one("TimeoutStopSec")
+        .trim_end_matches('s')
+        .parse()
+        .expect("seconds");
+    assert!(stop > 25 + 5 + 5, "TimeoutStopSec={stop}");
+    for key in [
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "EnvironmentFile=-/etc/default/coldstart-agent",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    ] {
+        assert!(text.lines().any(|l| l.trim() == key), "{key} missing");
+    }
+}
