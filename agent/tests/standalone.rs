@@ -197,7 +197,8 @@ async fn standalone_agent_warms_what_the_file_says() {
         .put_model(&ModelEntry::new("org/alpha"))
         .await
         .expect("put");
-    assert_eq!(put.name, "org--alpha");
+    assert!(put.created);
+    assert_eq!(put.model.name, "org--alpha");
     let text = std::fs::read_to_string(&models).expect("models file");
     assert!(text.contains("repo = \"org/alpha\""), "{text}");
     let st = wait_status(&client, &agent, "org--alpha ready", |s| {

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
+use super::edit::Put;
 use super::models::{ModelEntry, NamedModel};
 use super::socket::{ApiError, NodeStatus};
 
@@ -116,10 +117,16 @@ impl NodeClient {
         self.call(Method::GET, "/v1/models", None).await
     }
 
-    /// `PUT /v1/models`: adds `entry` or replaces the model of the same name.
-    pub async fn put_model(&self, entry: &ModelEntry) -> Result<NamedModel, ClientError> {
+    /// `PUT /v1/models`: adds `entry` (`created`) or replaces the model of the same name.
+    pub async fn put_model(&self, entry: &ModelEntry) -> Result<Put, ClientError> {
         let body = serde_json::to_vec(entry).map_err(|e| self.transport(e))?;
-        self.call(Method::PUT, "/v1/models", Some(body)).await
+        let (status, model) = self
+            .call_status(Method::PUT, "/v1/models", Some(body))
+            .await?;
+        Ok(Put {
+            model,
+            created: status == StatusCode::CREATED,
+        })
     }
 
     /// `DELETE /v1/models/{name_or_repo}`: removes the model; [`ClientError::Api`] with kind
@@ -148,6 +155,15 @@ impl NodeClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        Ok(self.call_status(method, path, body).await?.1)
+    }
+
+    async fn call_status<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, T), ClientError> {
         let exchange = self.exchange(method, path, body);
         let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
@@ -172,7 +188,9 @@ impl NodeClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| self.transport(format!("bad answer: {e}")))
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.transport(format!("bad answer: {e}")))?;
+        Ok((status, value))
     }
 
     async fn exchange(

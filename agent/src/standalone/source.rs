@@ -52,8 +52,8 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
-    /// The file, not read yet; `wake` is notified when it changes. Must be called inside a
-    /// Tokio runtime only for the notification to be useful; the watch runs on its own thread.
+    /// The file, not read yet (the first [`Source::refresh`] reads it); `wake` is notified
+    /// from the watcher's own thread when the file changes.
     pub fn new(file: ModelsFile, wake: Arc<Notify>) -> Source {
         let mut source = Source {
             file,

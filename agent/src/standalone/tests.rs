@@ -289,7 +289,14 @@ async fn the_socket_api_edits_the_file() {
         .put_model(&ModelEntry::new("org/alpha"))
         .await
         .expect("put");
+    assert!(put.created);
+    let put = put.model;
     assert_eq!(put.name, "org--alpha");
+    let again = c
+        .put_model(&ModelEntry::new("org/alpha"))
+        .await
+        .expect("put again");
+    assert!(!again.created && again.model == put);
     let listed = c.models().await.expect("models");
     assert_eq!(listed, std::slice::from_ref(&put));
     assert_eq!(
