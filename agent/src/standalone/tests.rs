@@ -6,6 +6,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::agent::Reconcile;
 use crate::api::Phase;
 
 const GOOD: &str = r#"
@@ -366,4 +367,116 @@ async fn bad_json_is_a_400_and_a_stale_socket_is_replaced() {
     assert_eq!(e.kind, "invalid_model");
     a.stop.cancel();
     a.task.await.expect("join").expect("served");
+}
+
+/// Runs passes (bounded) until `done` holds for the shared status.
+async fn passes_until(
+    pass: &mut Standalone<crate::images::Fake>,
+    what: &str,
+    done: impl Fn(&ColdNodeStatus) -> bool,
+) {
+    let token = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = pass.reconcile(&token).await;
+        let status = pass.status_handle().lock().expect("status").clone();
+        if done(&status) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not reached; last pass: {outcome:?}; status: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_pulls_pins_and_syncs_with_the_files_credentials_and_lets_go_of_removed_models() {
+    use crate::images::{Fake, RegistryAuth};
+    use crate::weights::cache::HubCache;
+
+    const IMAGE: &str = "registry.example.test/org/vllm:v1";
+    let hub = coldstart_fakehub::FakeHub::start(coldstart_fakehub::Options::default())
+        .await
+        .expect("fake hub");
+    hub.add_repo_files(
+        "org/alpha",
+        "main",
+        vec![
+            ("config.json".into(), b"{}".to_vec()),
+            ("model.safetensors".into(), vec![7u8; 50_000]),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = Arc::new(Fake::new());
+    images.publish(IMAGE, &[1000, 2000]);
+    let auth = RegistryAuth {
+        username: "u".into(),
+        password: "p".into(),
+        ..RegistryAuth::default()
+    };
+    for img in images.state().registry.values_mut() {
+        img.requires = Some(auth.clone());
+    }
+    let secret = dir.path().join("docker.json");
+    std::fs::write(
+        &secret,
+        r#"{"auths":{"registry.example.test":{"username":"u","password":"p"}}}"#,
+    )
+    .expect("secret");
+    let cache =
+        HubCache::open(&dir.path().join("hub"), Some(&dir.path().join("state"))).expect("cache");
+    let wake = Arc::new(Notify::new());
+    let warmer = Warmer::new(
+        images.clone(),
+        Arc::new(cache),
+        warmer::Settings::new(&hub.url()),
+        Arc::new(crate::metrics::Metrics::new()),
+        wake.clone(),
+    )
+    .expect("warmer");
+    let models = dir.path().join("models.toml");
+    let mut entry = ModelEntry::new("org/alpha");
+    entry.image = Some(IMAGE.into());
+    entry.pull_secret = Some(secret);
+    ModelsFile::new(&models).put_model(entry).expect("put");
+    let settings = Settings {
+        node: "n1".into(),
+        models_file: models.clone(),
+        state_dir: dir.path().join("state"),
+        limits: Limits::default(),
+        pull_secret: None,
+    };
+    let mut pass = Standalone::new(settings, warmer, wake);
+
+    passes_until(&mut pass, "org--alpha ready", |s| {
+        s.phase == Phase::Ready
+            && s.models.len() == 1
+            && s.models[0]
+                .image
+                .as_ref()
+                .is_some_and(|p| p.phase == crate::api::PartPhase::Ready)
+    })
+    .await;
+    assert!(images.pinned(IMAGE), "the image is pinned against GC");
+    let on_disk: ColdNodeStatus = serde_json::from_slice(
+        &std::fs::read(dir.path().join("state").join(STATUS_FILE)).expect("status file"),
+    )
+    .expect("json");
+    assert_eq!(on_disk.phase, Phase::Ready);
+
+    ModelsFile::new(&models)
+        .remove_model("org/alpha")
+        .expect("remove");
+    passes_until(&mut pass, "org--alpha let go", |s| s.models.is_empty()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while images.pinned(IMAGE) {
+        assert!(tokio::time::Instant::now() < deadline, "image still pinned");
+        pass.reconcile(&CancellationToken::new())
+            .await
+            .expect("pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pass.shutdown().await;
 }
