@@ -480,3 +480,46 @@ async fn the_pass_pulls_pins_and_syncs_with_the_files_credentials_and_lets_go_of
     }
     pass.shutdown().await;
 }
+
+#[test]
+fn an_edit_waits_for_another_process_holding_the_lock() {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("models.toml");
+    // Another open file description on the lock file: what a second process holds.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.path().join("models.toml.lock"))
+        .expect("lock file");
+    let held = Flock::lock(lock_file, FlockArg::LockExclusive).expect("flock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = ModelsFile::new(&path);
+    let editor = std::thread::spawn(move || {
+        let r = file.put_model(ModelEntry::new("org/alpha"));
+        let _ = tx.send(());
+        r
+    });
+    // While the lock is held the edit cannot finish (a wait, not a timing claim: it would
+    // only pass wrongly if the edit ignored the lock and was also slow).
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "edit ignored the flock"
+    );
+    assert!(!path.exists());
+    drop(held);
+    editor
+        .join()
+        .expect("thread")
+        .expect("put after the lock is released");
+    assert_eq!(
+        ModelsFile::new(&path)
+            .load()
+            .expect("valid")
+            .expect("present")
+            .entries
+            .len(),
+        1
+    );
+}
