@@ -14,7 +14,7 @@
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
@@ -236,6 +236,9 @@ async fn put_model(State(state): State<ApiState>, body: Bytes) -> Response {
             );
         }
     };
+    if let Err(why) = credentials_allowed(&state.file, &entry) {
+        return reply_error(StatusCode::BAD_REQUEST, why, "invalid_model");
+    }
     let file = state.file.clone();
     match blocking(move || file.put_model(entry)).await {
         Ok(put) => {
@@ -250,6 +253,30 @@ async fn put_model(State(state): State<ApiState>, body: Bytes) -> Response {
         }
         Err(r) => r,
     }
+}
+
+/// The agent reads credential files as root: through the socket, an entry may name them only
+/// in the models file's own directory (root's to fill), never anywhere the agent can read.
+/// Hand edits of the file, by root, may name any path.
+fn credentials_allowed(file: &ModelsFile, entry: &ModelEntry) -> Result<(), String> {
+    let dir = file.path().parent();
+    for (key, path) in [
+        ("token-file", &entry.token_file),
+        ("pull-secret", &entry.pull_secret),
+    ] {
+        let Some(path) = path else { continue };
+        let plain = path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !plain || path.parent() != dir {
+            let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+            return Err(format!(
+                "invalid model: {key} {} must be a file directly in {dir} when set through the agent's socket",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn remove_model(State(state): State<ApiState>, UrlPath(key): UrlPath<String>) -> Response {

@@ -315,6 +315,19 @@ async fn the_socket_api_edits_the_file() {
         matches!(&err, ClientError::Api { status: 400, kind, .. } if kind == "invalid_model"),
         "{err:?}"
     );
+    // Credential files only from the models file's directory through the socket.
+    let mut sneaky = ModelEntry::new("org/beta");
+    sneaky.token_file = Some("/etc/shadow".into());
+    let err = c.put_model(&sneaky).await.expect_err("outside");
+    assert!(
+        matches!(&err, ClientError::Api { status: 400, kind, .. } if kind == "invalid_model"),
+        "{err:?}"
+    );
+    sneaky.token_file = Some(dir.path().join("../x/../hf-token"));
+    c.put_model(&sneaky).await.expect_err("dot-dot");
+    sneaky.token_file = Some(dir.path().join("hf-token"));
+    c.put_model(&sneaky).await.expect("beside the models file");
+    c.remove_model("org/beta").await.expect("delete beta");
     let removed = c.remove_model("org/alpha").await.expect("delete");
     assert_eq!(removed, put);
     let err = c.remove_model("org/alpha").await.expect_err("absent");
