@@ -2,9 +2,8 @@
 //! report), then a heartbeat for `/readyz` and the pass metrics. The loop is the only place with
 //! side effects and owns retries and backoff; decisions belong to the pure planner.
 //!
-//! This version has no planner yet: [`Idle`] observes nothing and acts on nothing, so the daemon
-//! runs, serves its admin endpoints and shuts down cleanly while the Kubernetes and planning
-//! parts are built. It never claims a node is warm.
+//! The daemon runs one of two passes: `cluster::Cluster` (desired state from the API server) or
+//! `standalone::Standalone` (desired state from a local file). [`Idle`] does nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,13 +68,13 @@ pub trait Reconcile {
     async fn shutdown(&mut self) {}
 }
 
-/// The pass used until the planner exists: does nothing, successfully.
+/// A pass that does nothing, successfully, and never claims a node is warm.
 #[derive(Debug, Default)]
 pub struct Idle;
 
 impl Reconcile for Idle {
     async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), Error> {
-        debug!("reconcile pass: no planner yet, nothing to do");
+        debug!("reconcile pass: idle, nothing to do");
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ const DEFAULT_WARMING_DEADLINE_SECONDS: u64 = 1800;
 const DEFAULT_EVICTION_GRACE_SECONDS: u64 = 3600;
 const DEFAULT_TICK_SECONDS: u64 = 10;
 const DEFAULT_SHUTDOWN_SECONDS: u64 = 25;
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Flags of `coldstart-agent run`. Every one is optional here so that the file and the
 /// defaults can fill what neither the command line nor the environment set.
@@ -111,6 +112,14 @@ pub struct RunArgs {
     /// [default: 13,31,43,45,68,109].
     #[arg(long, env = "COLDSTART_XID_IGNORE", value_name = "LIST")]
     pub xid_ignore: Option<String>,
+    /// Standalone mode: the TOML file of models to keep warm, reloaded on change [default:
+    /// /etc/coldstart/models.toml].
+    #[arg(long, env = "COLDSTART_MODELS_FILE", value_name = "FILE")]
+    pub models_file: Option<PathBuf>,
+    /// Standalone mode: the unix socket of the local API (`coldctl --node`) [default:
+    /// /run/coldstart/agent.sock].
+    #[arg(long, env = "COLDSTART_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -161,6 +170,10 @@ pub struct FileConfig {
     pub nvml_library: Option<PathBuf>,
     /// See [`RunArgs::xid_ignore`] (a list of numbers).
     pub xid_ignore: Option<Vec<u64>>,
+    /// See [`RunArgs::models_file`].
+    pub models_file: Option<PathBuf>,
+    /// See [`RunArgs::socket`].
+    pub socket: Option<PathBuf>,
 }
 
 /// The validated configuration of the daemon.
@@ -210,6 +223,10 @@ pub struct Config {
     pub nvml_library: Option<PathBuf>,
     /// XIDs that do not make a GPU unhealthy.
     pub xid_ignore: std::collections::BTreeSet<u64>,
+    /// Standalone mode's desired-state file.
+    pub models_file: PathBuf,
+    /// Standalone mode's API socket.
+    pub socket: PathBuf,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -355,6 +372,14 @@ impl RunArgs {
                 (None, Some(list)) => list.into_iter().collect(),
                 (None, None) => gpu::DEFAULT_XID_IGNORE.into_iter().collect(),
             },
+            models_file: self
+                .models_file
+                .or(file.models_file)
+                .unwrap_or_else(|| crate::standalone::DEFAULT_MODELS_FILE.into()),
+            socket: self
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| crate::standalone::DEFAULT_SOCKET.into()),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -405,6 +430,8 @@ impl Config {
             ("containerd-socket", &self.containerd_socket),
             ("containerd-root", &self.containerd_root),
             ("cache-root", &self.cache_root),
+            ("models-file", &self.models_file),
+            ("socket", &self.socket),
         ] {
             if !path.is_absolute() {
                 return invalid(setting, &format!("{} is not absolute", path.display()));
@@ -421,6 +448,13 @@ impl Config {
         }
         if !(1..=64).contains(&self.weight_syncs) {
             return invalid("weight-syncs", "must be 1 to 64");
+        }
+        // sun_path holds 108 bytes with the terminating NUL.
+        if self.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return invalid(
+                "socket",
+                &format!("longer than {MAX_SOCKET_PATH} bytes (a unix socket path limit)"),
+            );
         }
         let endpoint = &self.hub_endpoint;
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {

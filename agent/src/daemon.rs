@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::agent::{self, Idle, LoopConfig};
+use crate::agent::{self, LoopConfig};
 use crate::cluster::{self, Clients, Cluster};
 use crate::config::Config;
 use crate::gpu;
@@ -22,6 +22,7 @@ use crate::images::{ContainerdConfig, ContainerdImages, DockerConfig};
 use crate::metrics::Metrics;
 use crate::node;
 use crate::plan::Limits;
+use crate::standalone::{self, ApiState, ModelsFile, Standalone};
 use crate::warmer::{self, Warmer};
 use crate::weights::cache::HubCache;
 
@@ -40,8 +41,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let metrics = Arc::new(Metrics::new());
     let loop_cfg = LoopConfig::new(cfg.tick_interval);
-    let cluster = if cfg.standalone {
-        None
+    let pass = if cfg.standalone {
+        let warmer = build_warmer(&cfg, metrics.clone(), loop_cfg.wake.clone())?;
+        let settings = standalone_settings(&cfg);
+        let pass = Standalone::new(settings, warmer, loop_cfg.wake.clone());
+        Pass::Standalone(Box::new(pass))
     } else {
         let clients = Clients::infer()
             .await
@@ -53,13 +57,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             gpu::Settings::from_config(&cfg),
         )
         .context("starting the GPU monitor")?;
-        Some(Cluster::new(
+        Pass::Cluster(Box::new(Cluster::new(
             clients,
             cluster_settings(&cfg)?,
             warmer,
             Arc::new(gpu),
             loop_cfg.wake.clone(),
-        ))
+        )))
+    };
+    let api_stop = CancellationToken::new();
+    let api_task = match &pass {
+        Pass::Standalone(p) => {
+            let listener = standalone::socket::bind(&cfg.socket).await?;
+            info!(socket = %cfg.socket.display(), "local API listening");
+            let state = ApiState {
+                node: standalone_node(&cfg),
+                file: ModelsFile::new(cfg.models_file.clone()),
+                status: p.status_handle(),
+                wake: loop_cfg.wake.clone(),
+            };
+            Some(tokio::spawn(standalone::socket::serve(
+                listener,
+                cfg.socket.clone(),
+                state,
+                api_stop.clone(),
+            )))
+        }
+        Pass::Cluster(_) => None,
     };
 
     let heartbeat = Heartbeat::new();
@@ -79,16 +103,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         admin_stop.clone(),
     ));
 
-    let mut loop_task = match cluster {
-        Some(c) => tokio::spawn(agent::run(
-            c,
+    let mut loop_task = match pass {
+        Pass::Cluster(c) => tokio::spawn(agent::run(
+            *c,
             loop_cfg,
             heartbeat,
             metrics,
             shutdown.clone(),
         )),
-        None => tokio::spawn(agent::run(
-            Idle,
+        Pass::Standalone(s) => tokio::spawn(agent::run(
+            *s,
             loop_cfg,
             heartbeat,
             metrics,
@@ -105,6 +129,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(joined) if shutdown.is_cancelled() => Ok(joined),
         Some(joined) => {
             admin_stop.cancel();
+            api_stop.cancel();
             joined.context("agent loop panicked")?;
             anyhow::bail!("agent loop stopped without a shutdown signal");
         }
@@ -114,6 +139,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     admin_stop.cancel();
+    api_stop.cancel();
     match stopped {
         Ok(joined) => joined.context("agent loop panicked")?,
         Err(_) => anyhow::bail!(
@@ -126,8 +152,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => return Err(e).context("admin server panicked"),
         Err(_) => warn!("admin server did not stop within 5s; exiting anyway"),
     }
+    if let Some(task) = api_task {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(served)) => served.context("local API server")?,
+            Ok(Err(e)) => return Err(e).context("local API server panicked"),
+            Err(_) => warn!("local API server did not stop within 5s; exiting anyway"),
+        }
+    }
     info!("coldstart-agent stopped");
     Ok(())
+}
+
+/// The reconcile pass of the mode the agent runs in.
+enum Pass {
+    Cluster(Box<Cluster<ContainerdImages>>),
+    Standalone(Box<Standalone<ContainerdImages>>),
 }
 
 /// Cancels `token` on the first SIGTERM (kubelet) or SIGINT (terminal).
@@ -210,5 +249,28 @@ fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
         },
         warming_deadline: cfg.warming_deadline,
         pull_secret,
+    })
+}
+
+fn standalone_settings(cfg: &Config) -> standalone::Settings {
+    standalone::Settings {
+        node: standalone_node(cfg),
+        models_file: cfg.models_file.clone(),
+        state_dir: state_dir(cfg),
+        limits: Limits {
+            weight_syncs: cfg.weight_syncs,
+            eviction_grace: cfg.eviction_grace,
+            ..Limits::default()
+        },
+        pull_secret: cfg.pull_secret.clone(),
+    }
+}
+
+/// The node's name in standalone mode: `--node-name`, else the kernel's host name.
+fn standalone_node(cfg: &Config) -> String {
+    cfg.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
     })
 }

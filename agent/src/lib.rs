@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod prepull;
+pub mod standalone;
 pub mod telemetry;
 pub mod warmer;
 pub mod weights;

@@ -44,6 +44,15 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Cache root, models file and socket under `dir` (as environment variables, the lowest
+    /// precedence above the file), never the host's.
+    fn private_paths(cmd: &mut Command, dir: &std::path::Path) {
+        cmd.env("COLDSTART_CACHE_ROOT", dir.join("cache"))
+            .env("COLDSTART_MODELS_FILE", dir.join("models.toml"))
+            .env("COLDSTART_SOCKET", dir.join("agent.sock"))
+            .env("COLDSTART_CONTAINERD_SOCKET", dir.join("containerd.sock"));
+    }
+
     fn start(mut cmd: Command) -> Daemon {
         let mut child = cmd
             .stdout(Stdio::null())
@@ -159,14 +168,17 @@ fn wait_ready(addr: &str) {
 
 #[test]
 fn run_serves_admin_endpoints_and_exits_0_on_sigterm() {
-    let mut d = Daemon::start(agent(&[
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = agent(&[
         "run",
         "--standalone",
         "--admin-addr",
         "127.0.0.1:0",
         "--tick-interval",
         "1",
-    ]));
+    ]);
+    Daemon::private_paths(&mut cmd, dir.path());
+    let mut d = Daemon::start(cmd);
     let addr = d.admin_addr();
     assert_eq!(get(&addr, "/healthz").0, 200);
     wait_ready(&addr);
@@ -211,6 +223,7 @@ fn env_beats_the_config_file_and_flags_beat_env() {
     cmd.env("COLDSTART_CONFIG", file)
         .env("COLDSTART_TICK_INTERVAL", "1")
         .env("COLDSTART_ADMIN_ADDR", "127.0.0.1:2");
+    Daemon::private_paths(&mut cmd, dir.path());
     let mut d = Daemon::start(cmd);
     let addr = d.admin_addr();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
@@ -291,6 +304,7 @@ fn cluster_mode_without_an_api_server_keeps_running() {
         "127.0.0.1:0",
     ]);
     cmd.env("KUBECONFIG", &kubeconfig);
+    Daemon::private_paths(&mut cmd, dir.path());
     let mut d = Daemon::start(cmd);
     d.wait_for("Kubernetes API server not reachable yet");
     let addr = d.admin_addr();

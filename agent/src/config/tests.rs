@@ -213,3 +213,54 @@ fn bad_gpu_settings_are_refused_with_the_setting_named() {
         "{empty_lib}"
     );
 }
+
+#[test]
+fn standalone_paths_default_and_resolve() {
+    let cfg = args(&["--standalone"])
+        .resolve(FileConfig::default())
+        .expect("valid");
+    assert_eq!(
+        cfg.models_file,
+        std::path::PathBuf::from(crate::standalone::DEFAULT_MODELS_FILE)
+    );
+    assert_eq!(
+        cfg.socket,
+        std::path::PathBuf::from(crate::standalone::DEFAULT_SOCKET)
+    );
+    let f = file(
+        r#"
+        models-file = "/srv/models.toml"
+        socket = "/run/a.sock"
+        "#,
+    );
+    let cfg = args(&["--standalone", "--socket", "/run/b.sock"])
+        .resolve(f)
+        .expect("valid");
+    assert_eq!(
+        cfg.models_file,
+        std::path::PathBuf::from("/srv/models.toml")
+    );
+    assert_eq!(cfg.socket, std::path::PathBuf::from("/run/b.sock"));
+}
+
+#[test]
+fn standalone_paths_are_checked() {
+    let long = format!("/{}", "s".repeat(120));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--standalone", "--models-file", "models.toml"],
+            "models-file",
+        ),
+        (&["--standalone", "--socket", "agent.sock"], "socket"),
+        (&["--standalone", "--socket", &long], "socket"),
+    ];
+    for (flags, setting) in cases {
+        let err = args(flags)
+            .resolve(FileConfig::default())
+            .expect_err("refused");
+        assert!(
+            err.to_string().starts_with(&format!("invalid {setting}:")),
+            "{flags:?}: {err}"
+        );
+    }
+}

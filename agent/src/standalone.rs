@@ -1,0 +1,235 @@
+//! Standalone mode, for nodes outside Kubernetes: the same pass as cluster mode (the planner
+//! decides, the [`Warmer`] does the local work) with the desired state read from a TOML file
+//! (reloaded on change; [`ModelsFile`] edits it atomically, so the file stays the one source
+//! of truth), the status written to `<state dir>/status.json`, and a unix-socket API
+//! ([`socket`]) that `coldctl --node` reaches through [`client::NodeClient`]. There is no
+//! Kubernetes surface: no taint, labels, conditions or events.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::agent::{self, Reconcile};
+use crate::api::{ColdModel, ColdNodeStatus};
+use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
+use crate::plan::{self, Inputs, Limits};
+use crate::warmer::{self, CredentialError, Credentials, Warmer};
+
+pub mod client;
+mod edit;
+mod models;
+pub mod socket;
+mod source;
+mod status;
+#[cfg(test)]
+mod tests;
+
+pub use client::{ClientError, NodeClient};
+pub use edit::{ModelsFile, Put};
+pub use models::{Desired, ModelEntry, NamedModel, parse};
+pub use socket::{ApiError, ApiState, NodeStatus};
+pub use source::Source;
+pub use status::{STATUS_FILE, StatusFile};
+
+/// Default desired-state file.
+pub const DEFAULT_MODELS_FILE: &str = "/etc/coldstart/models.toml";
+/// Default socket of the local API.
+pub const DEFAULT_SOCKET: &str = "/run/coldstart/agent.sock";
+/// An unchanged status file is rewritten this often, so readers can tell the agent is live.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Why the models file cannot be read, used or edited.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file does not parse or holds an invalid entry.
+    #[error("models file {}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, on one line.
+        reason: String,
+    },
+    /// An entry given to an edit is refused.
+    #[error("invalid model: {0}")]
+    Entry(String),
+    /// No entry has this name or repo id.
+    #[error("no model {0:?} in the models file")]
+    NotFound(String),
+    /// Reading, locking or writing failed.
+    #[error("models file {}: {reason}", path.display())]
+    Io {
+        /// The file (or its lock file).
+        path: PathBuf,
+        /// What failed, with the cause.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Stable label for metrics and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid_file",
+            Error::Entry(_) => "invalid_model",
+            Error::NotFound(_) => "not_found",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+/// Settings of standalone mode.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name (reported; nothing is selected by it).
+    pub node: String,
+    /// The desired-state file.
+    pub models_file: PathBuf,
+    /// Where `status.json` goes (the agent's state directory).
+    pub state_dir: PathBuf,
+    /// Concurrency and removal limits.
+    pub limits: Limits,
+    /// Registry credentials used when a model names no pull secret.
+    pub pull_secret: Option<PathBuf>,
+}
+
+/// Credentials from the files the models name, else the agent's defaults. The Hub token
+/// default (`--hub-token-file`) is already in the warmer's settings.
+#[derive(Debug, Default)]
+struct FileCredentials {
+    entries: BTreeMap<String, ModelEntry>,
+    pull_secret: Option<PathBuf>,
+}
+
+impl Credentials for FileCredentials {
+    async fn hub_token(&self, model: &ColdModel) -> Result<Option<String>, CredentialError> {
+        let name = model.metadata.name.as_deref().unwrap_or_default();
+        let Some(path) = self.entries.get(name).and_then(|e| e.token_file.as_ref()) else {
+            return Ok(None);
+        };
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| CredentialError(format!("reading {}: {e}", path.display())))?;
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+
+    async fn pull_auth(
+        &self,
+        model: &ColdModel,
+        image: &ImageRef,
+    ) -> Result<Option<RegistryAuth>, CredentialError> {
+        let name = model.metadata.name.as_deref().unwrap_or_default();
+        let own = self.entries.get(name).and_then(|e| e.pull_secret.as_ref());
+        let Some(path) = own.or(self.pull_secret.as_ref()) else {
+            return Ok(None);
+        };
+        let cfg = DockerConfig::load(path).map_err(|e| CredentialError(e.to_string()))?;
+        Ok(cfg.lookup(image))
+    }
+}
+
+/// The standalone pass.
+pub struct Standalone<I> {
+    settings: Settings,
+    warmer: Warmer<I>,
+    source: Source,
+    status_file: StatusFile,
+    status: Arc<Mutex<ColdNodeStatus>>,
+    current: Option<ColdNodeStatus>,
+}
+
+impl<I> std::fmt::Debug for Standalone<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standalone")
+            .field("settings", &self.settings)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Images + 'static> Standalone<I> {
+    /// The pass over `warmer`; `wake` is notified when the models file changes.
+    pub fn new(settings: Settings, warmer: Warmer<I>, wake: Arc<Notify>) -> Standalone<I> {
+        let source = Source::new(ModelsFile::new(settings.models_file.clone()), wake);
+        Standalone {
+            status_file: StatusFile::new(settings.state_dir.clone(), STATUS_REFRESH),
+            settings,
+            warmer,
+            source,
+            status: Arc::new(Mutex::new(ColdNodeStatus::default())),
+            current: None,
+        }
+    }
+
+    /// The last pass's status, shared with the socket API.
+    pub fn status_handle(&self) -> Arc<Mutex<ColdNodeStatus>> {
+        self.status.clone()
+    }
+
+    fn credentials(&self) -> FileCredentials {
+        FileCredentials {
+            entries: self
+                .source
+                .desired()
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), e.model.clone()))
+                .collect(),
+            pull_secret: self.settings.pull_secret.clone(),
+        }
+    }
+}
+
+impl<I: Images + 'static> Reconcile for Standalone<I> {
+    async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), agent::Error> {
+        // A bad file keeps the last good models in force: the pass goes on with them and
+        // reports the error at the end.
+        let refreshed = self.source.refresh();
+        let now = Timestamp::now();
+        let models = self.source.desired().models.clone();
+        let labels = BTreeMap::new();
+        let selected = warmer::selected(&models, &labels);
+        let local = self.warmer.observe(&selected).await;
+        let inputs = Inputs {
+            node_labels: &labels,
+            models: &models,
+            current: self.current.as_ref(),
+            local: &local,
+            gpu_healthy: true,
+            warming_deadline: None,
+            now,
+        };
+        let mut plan = plan::plan(&inputs, &self.settings.limits);
+        let creds = self.credentials();
+        self.warmer.execute(&plan, &models, &creds, now).await;
+        self.warmer
+            .decorate(&mut plan.status, self.current.as_ref(), &models, now);
+        plan.status.updated_at = Some(Time(now));
+        debug!(
+            selected = plan.selected.len(),
+            phase = ?plan.status.phase,
+            syncs = plan.sync_weights.len(),
+            pulls = plan.pull_images.len(),
+            "planned"
+        );
+        let written = self.status_file.write(&plan.status);
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = plan.status.clone();
+        self.current = Some(plan.status);
+        if let Err(e) = written {
+            warn!(error = %e, file = %self.status_file.path().display(), "cannot write the status file");
+            return Err(agent::Error::Weights(e));
+        }
+        refreshed.map_err(|e| agent::Error::Desired(e.to_string()))
+    }
+
+    async fn shutdown(&mut self) {
+        info!("stopping transfers");
+        self.warmer.shutdown().await;
+    }
+}
