@@ -292,20 +292,7 @@ impl<I: Images + 'static> Cluster<I> {
             .and_then(|s| s.capacity.as_ref())
             .and_then(|c| c.get(GPU_RESOURCE))
             .and_then(|q| q.0.parse::<u32>().ok());
-        let monitor = self.gpu.clone();
-        match tokio::task::spawn_blocking(move || monitor.snapshot(capacity, idle)).await {
-            Ok(r) => r,
-            Err(e) => gpu::GpuReport {
-                healthy: false,
-                reason: gpu::policy::NVML_FAILED,
-                message: format!("the GPU check failed: {e}"),
-                expected: capacity.unwrap_or(0),
-                driver_version: None,
-                cuda_version: None,
-                devices: Vec::new(),
-                xid_watch_error: None,
-            },
-        }
+        self.gpu.snapshot_async(capacity, idle).await
     }
 
     /// Plans from what the watches hold and runs the local part of the plan.

@@ -44,7 +44,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let pass = if cfg.standalone {
         let warmer = build_warmer(&cfg, metrics.clone(), loop_cfg.wake.clone())?;
         let settings = standalone_settings(&cfg);
-        let pass = Standalone::new(settings, warmer, loop_cfg.wake.clone());
+        let pass = Standalone::new(settings, warmer, loop_cfg.wake.clone())
+            .with_gpu(Arc::new(gpu_monitor(&cfg)?));
         Pass::Standalone(Box::new(pass))
     } else {
         let clients = Clients::infer()
@@ -52,11 +53,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
         probe_cluster(&clients.request).await;
         let warmer = build_warmer(&cfg, metrics.clone(), loop_cfg.wake.clone())?;
-        let gpu = gpu::Monitor::start(
-            gpu::open(cfg.nvml_library.as_deref()),
-            gpu::Settings::from_config(&cfg),
-        )
-        .context("starting the GPU monitor")?;
+        let gpu = gpu_monitor(&cfg)?;
         Pass::Cluster(Box::new(Cluster::new(
             clients,
             cluster_settings(&cfg)?,
@@ -227,6 +224,15 @@ pub fn build_warmer(
     let warmer = Warmer::new(Arc::new(images), Arc::new(cache), settings, metrics, wake)
         .context("reading the agent's state")?;
     Ok(warmer)
+}
+
+/// NVML (or the reason it is missing) and the XID thread.
+fn gpu_monitor(cfg: &Config) -> anyhow::Result<gpu::Monitor> {
+    gpu::Monitor::start(
+        gpu::open(cfg.nvml_library.as_deref()),
+        gpu::Settings::from_config(cfg),
+    )
+    .context("starting the GPU monitor")
 }
 
 fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {

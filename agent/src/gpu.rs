@@ -339,6 +339,24 @@ impl Monitor {
         r.xid_watch_error = seen.error.clone();
         r
     }
+
+    /// [`Monitor::snapshot`] on the blocking pool (NVML calls block), for async callers.
+    pub async fn snapshot_async(self: &Arc<Self>, capacity: Option<u32>, idle: bool) -> GpuReport {
+        let monitor = self.clone();
+        match tokio::task::spawn_blocking(move || monitor.snapshot(capacity, idle)).await {
+            Ok(r) => r,
+            Err(e) => GpuReport {
+                healthy: false,
+                reason: policy::NVML_FAILED,
+                message: format!("the GPU check failed: {e}"),
+                expected: capacity.unwrap_or(0),
+                driver_version: None,
+                cuda_version: None,
+                devices: Vec::new(),
+                xid_watch_error: None,
+            },
+        }
+    }
 }
 
 impl Drop for Monitor {

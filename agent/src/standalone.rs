@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::agent::{self, Reconcile};
 use crate::api::{ColdModel, ColdNodeStatus};
+use crate::gpu;
 use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
 use crate::plan::{self, Inputs, Limits};
 use crate::warmer::{self, CredentialError, Credentials, Warmer};
@@ -142,6 +143,7 @@ pub struct Standalone<I> {
     status_file: StatusFile,
     status: Arc<Mutex<ColdNodeStatus>>,
     current: Option<ColdNodeStatus>,
+    gpu: Option<Arc<gpu::Monitor>>,
 }
 
 impl<I> std::fmt::Debug for Standalone<I> {
@@ -164,7 +166,15 @@ impl<I: Images + 'static> Standalone<I> {
             source,
             status: Arc::new(Mutex::new(ColdNodeStatus::default())),
             current: None,
+            gpu: None,
         }
+    }
+
+    /// Reports GPU health from `monitor` in the status (and gates nothing: there is no
+    /// scheduler to tell; the status file and `coldctl --node nodes` show it).
+    pub fn with_gpu(mut self, monitor: Arc<gpu::Monitor>) -> Standalone<I> {
+        self.gpu = Some(monitor);
+        self
     }
 
     /// The last pass's status, shared with the socket API.
@@ -196,16 +206,24 @@ impl<I: Images + 'static> Reconcile for Standalone<I> {
         let labels = BTreeMap::new();
         let selected = warmer::selected(&models, &labels);
         let local = self.warmer.observe(&selected).await;
+        let gpu = match &self.gpu {
+            Some(m) => Some(m.snapshot_async(None, false).await),
+            None => None,
+        };
+        if let Some(r) = &gpu {
+            self.warmer.metrics().gpu(r);
+        }
         let inputs = Inputs {
             node_labels: &labels,
             models: &models,
             current: self.current.as_ref(),
             local: &local,
-            gpu_healthy: true,
+            gpu_healthy: gpu.as_ref().is_none_or(|r| r.healthy),
             warming_deadline: None,
             now,
         };
         let mut plan = plan::plan(&inputs, &self.settings.limits);
+        plan.status.gpu = gpu.as_ref().map(gpu::status);
         let creds = self.credentials();
         self.warmer.execute(&plan, &models, &creds, now).await;
         self.warmer
