@@ -2,11 +2,13 @@
 //! against the fake API server (no kube-apiserver is installable here), with real containerd,
 //! a real registry (Debian's docker-registry) reached through hosts.toml, and the fake Hub.
 //!
-//! The agent warms its node: the image is pulled through CRI and pinned, the weights land in
-//! the Hub cache, the ColdNode reports Ready with byte counts, the model label comes, the
-//! startup taint goes (another manager's taint stays), the condition turns True and Events
-//! are recorded; deleting the ColdModel undoes it (label, pin, weights after the grace). An
-//! API outage does not stop local work, and the status catches up when the server returns.
+//! `coldctl warm --wait` creates the ColdModel and follows the node while the agent warms it:
+//! the image is pulled through CRI and pinned, the weights land in the Hub cache, the ColdNode
+//! reports Ready with byte counts, the model label comes, the startup taint goes (another
+//! manager's taint stays), the conditions turn True and Events are recorded; `coldctl status`
+//! shows it; `coldctl unwarm` undoes it (label, pin, weights after the grace). An API outage
+//! does not stop local work, and the status catches up when the server returns. A GPU the node
+//! advertises but NVML does not show keeps the startup taint.
 //!
 //! They need root and `scripts/test-env.sh`; CI runs them with `--include-ignored`.
 
@@ -142,6 +144,21 @@ impl World {
         Agent {
             child: cmd.spawn().unwrap(),
             log,
+        }
+    }
+
+    /// Runs `coldctl ARGS` against the fake API server (cluster mode), bounded.
+    fn coldctl(&self, args: &[&str]) -> common::Run {
+        let mut cmd = Command::new(common::coldctl_bin());
+        cmd.args(args)
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("COLDSTART_LOG", "warn")
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        let out = support::run_bounded(&mut cmd, Duration::from_secs(240)).expect("coldctl ran");
+        common::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
 
@@ -301,7 +318,6 @@ fn snapshots(dir: &Path) -> usize {
 #[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
 fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     let w = World::new();
-    w.api.create(cold_model("gpu")).unwrap();
     // Another model selecting other nodes only: never on this node.
     let mut other = cold_model("cpu");
     other["metadata"]["name"] = json!("acme--elsewhere");
@@ -311,6 +327,27 @@ fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     w.api.conflict_next_writes("nodes", 2);
     let mut agent = w.agent(&["--eviction-grace", "2"]);
 
+    // The operator's command: create the ColdModel and wait for the node.
+    let warm = w.coldctl(&[
+        "warm",
+        REPO,
+        "--image",
+        IMAGE,
+        "--selector",
+        "pool=gpu",
+        "--token-secret",
+        "hub-token",
+        "--wait",
+        "--timeout",
+        "3m",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(warm.code, 0, "{warm:?}\n{}", agent.log_tail());
+    let doc = warm.json();
+    assert_eq!(doc["name"], MODEL);
+    assert_eq!(doc["outcome"], "ready", "{doc}");
+    assert_eq!(doc["model"]["ready"], 1, "{doc}");
     let m = w.wait_model_phase(&mut agent, "Ready");
     let weights = &m["weights"];
     assert_eq!(weights["phase"], "Ready", "{m}");
@@ -388,8 +425,35 @@ fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     .unwrap();
     assert!(reasons.contains(&"ModelReady".to_string()), "{reasons:?}");
 
+    // `coldctl status` shows the node Ready for the model, with its bytes.
+    let status = w.coldctl(&["status", "-o", "json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let doc = status.json();
+    let model = doc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == MODEL)
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(
+        (model["name"].as_str(), model["selected"].as_u64()),
+        (Some(MODEL), Some(1))
+    );
+    assert_eq!(model["ready"], 1, "{doc}");
+    assert_eq!(model["nodes"][0]["node"], NODE);
+    assert_eq!(model["nodes"][0]["weights"]["bytesDone"], json!(total));
+    let text = w.coldctl(&["status"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.contains(NODE) && l.contains(MODEL) && l.contains("Ready")),
+        "{text:?}"
+    );
+
     // Unwarm: the label goes, the pin goes, the weights go after the grace period.
-    w.api.delete("coldmodels", "", MODEL).unwrap();
+    let unwarm = w.coldctl(&["unwarm", REPO]);
+    assert_eq!(unwarm.code, 0, "{unwarm:?}");
+    assert!(w.api.get("coldmodels", "", MODEL).is_none());
     wait_for("label removed", WARM, || {
         let n = w.node();
         n["metadata"]["labels"]
