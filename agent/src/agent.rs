@@ -3,7 +3,7 @@
 //! side effects and owns retries and backoff; decisions belong to the pure planner.
 //!
 //! The daemon runs one of two passes: `cluster::Cluster` (desired state from the API server) or
-//! `standalone::Standalone` (desired state from a local file). [`Idle`] does nothing.
+//! `standalone::Standalone` (desired state from a local file).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::health::Heartbeat;
 use crate::metrics::{Metrics, Source};
@@ -66,17 +66,6 @@ pub trait Reconcile {
 
     /// Stops background work (transfers, watches) after the last pass.
     async fn shutdown(&mut self) {}
-}
-
-/// A pass that does nothing, successfully, and never claims a node is warm.
-#[derive(Debug, Default)]
-pub struct Idle;
-
-impl Reconcile for Idle {
-    async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), Error> {
-        debug!("reconcile pass: idle, nothing to do");
-        Ok(())
-    }
 }
 
 /// Settings of the loop.
