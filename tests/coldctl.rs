@@ -1,11 +1,14 @@
 //! System tests of `coldctl`'s cluster mode (the default): the real binary, with `KUBECONFIG`
 //! pointing at the in-repo fake API server on loopback. An agent is played by the test, which
 //! creates Nodes and ColdNodes and writes ColdNode statuses (from a thread, with delays, while
-//! `coldctl warm --wait` follows them). No root, no daemon; every wait is bounded.
+//! `coldctl warm --wait` follows them). No root, no daemon; every wait is bounded. The `--node`
+//! verbs, against a real standalone agent, are in [`node`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "coldctl/node.rs"]
+mod node;
 mod support;
 
 use std::path::PathBuf;
@@ -535,19 +538,4 @@ fn an_unreachable_api_server_is_one_error_line_and_exit_1() {
             "one line, no log noise: {run:?}"
         );
     }
-}
-
-#[test]
-fn node_mode_is_not_implemented_yet() {
-    let c = cluster();
-    let run = c.ctl(&["status", "--node"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.error_line().contains("not implemented in this build"),
-        "{run:?}"
-    );
-    let run = c.ctl(&["warm", MODEL, "--node=/tmp/nowhere.sock"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.error_line().contains("/tmp/nowhere.sock"), "{run:?}");
-    assert_eq!(c.api.count("patch", "coldmodels"), 0);
 }

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod commands;
+mod node;
 mod output;
 mod rollup;
 
@@ -70,16 +71,6 @@ impl Cli {
     }
 }
 
-/// The error for verbs run with `--node`: the agent's socket API is not wired in yet.
-pub fn node_not_implemented(verb: &str, sock: &std::path::Path) -> u8 {
-    eprintln!(
-        "error: `coldctl {verb} --node` (agent socket {}) is not implemented in this build; \
-         use the cluster (the default) or --here",
-        sock.display()
-    );
-    1
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Make this node warm: sync a model's weights and/or pre-pull its image, pinned.
@@ -88,7 +79,7 @@ enum Command {
     Verify(Box<commands::verify::Args>),
     /// Per node and model: phase, progress, rate and reason, with a ready/selected roll-up.
     Status(commands::status::Args),
-    /// Stop keeping a model warm: delete its ColdModel.
+    /// Stop keeping a model warm: delete its ColdModel (`--node`: its models-file entry).
     Unwarm(commands::unwarm::Args),
     /// One row per node with an agent: phase, models ready, GPU health, last update.
     Nodes(commands::nodes::Args),

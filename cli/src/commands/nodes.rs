@@ -1,6 +1,7 @@
 //! `coldctl nodes`: one row per ColdNode (per node with an agent): overall phase, models ready
 //! out of those reported, GPU health and how long ago the agent last wrote; a node whose
-//! agent has been silent for two minutes is flagged stale.
+//! agent has been silent for two minutes is flagged stale. With `--node`, the local agent's
+//! node alone.
 //!
 //! `-o json|yaml`: `{"nodes":[{"node","phase","modelsReady","modelsTotal","gpu","gpuReason",
 //! "updatedAt","ageSeconds","stale"}]}`.
@@ -11,6 +12,7 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 
 use crate::cluster;
+use crate::node::{self, OneNode};
 use crate::output::{self, Format};
 use crate::rollup::{self, NodeRow};
 use crate::{Backend, Cli};
@@ -23,7 +25,12 @@ pub struct Args {}
 pub async fn run(cli: &Cli, _args: &Args) -> u8 {
     match cli.backend() {
         Backend::Here => return super::cluster_only("nodes"),
-        Backend::Node(sock) => return crate::node_not_implemented("nodes", &sock),
+        Backend::Node(sock) => {
+            return match node_nodes(cli, &sock).await {
+                Ok(code) => code,
+                Err(e) => super::warm::fail(cli, &[e]),
+            };
+        }
         Backend::Cluster => {}
     }
     match nodes(cli).await {
@@ -39,12 +46,23 @@ async fn nodes(cli: &Cli) -> anyhow::Result<u8> {
         .await
         .context("listing ColdNodes")?
         .items;
-    let rows = rollup::node_rows(&coldnodes, super::now());
+    print(cli, &rollup::node_rows(&coldnodes, super::now()));
+    Ok(0)
+}
+
+/// `nodes --node`: the local agent's node, one row.
+async fn node_nodes(cli: &Cli, sock: &std::path::Path) -> anyhow::Result<u8> {
+    let status = node::client(sock).status().await?;
+    let one = OneNode::from_status(&status, None);
+    print(cli, &rollup::node_rows(&one.coldnodes, super::now()));
+    Ok(0)
+}
+
+fn print(cli: &Cli, rows: &[NodeRow]) {
     match cli.output {
         Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "nodes": rows })),
-        Format::Text => print!("{}", render(&rows)),
+        Format::Text => print!("{}", render(rows)),
     }
-    Ok(0)
 }
 
 /// The text table; stale nodes say so in the UPDATED column.

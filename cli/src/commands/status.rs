@@ -1,5 +1,6 @@
 //! `coldctl status [MODEL]`: per node and model, the phase, progress, rate, age and reason the
-//! agents report in their ColdNodes, with a `ready/selected` roll-up per model.
+//! agents report in their ColdNodes, with a `ready/selected` roll-up per model. With `--node`,
+//! the same for the local agent's models on its one node.
 //!
 //! `-o json|yaml`: `{"models":[{"name","repo","selected","ready","failed","nodes":[{"node",
 //! "reported","phase","image","weights","reason","updatedAt"}]}]}` (`image` and `weights` as
@@ -8,6 +9,7 @@
 use serde_json::json;
 
 use crate::cluster::{self, resolve_model};
+use crate::node::{self, OneNode};
 use crate::output::{self, Format};
 use crate::rollup::{self, ModelView};
 use crate::{Backend, Cli};
@@ -23,7 +25,12 @@ pub struct Args {
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
     match cli.backend() {
         Backend::Here => return super::cluster_only("status"),
-        Backend::Node(sock) => return crate::node_not_implemented("status", &sock),
+        Backend::Node(sock) => {
+            return match node_status(cli, args, &sock).await {
+                Ok(code) => code,
+                Err(e) => super::warm::fail(cli, &[e]),
+            };
+        }
         Backend::Cluster => {}
     }
     match status(cli, args).await {
@@ -45,11 +52,31 @@ async fn status(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
         anyhow::bail!("no ColdModel named {name}");
     }
     let views = rollup::rollup(&snap.models, &snap.nodes, &snap.coldnodes);
+    print(cli, &views);
+    Ok(0)
+}
+
+/// `status --node`: the agent's models on its one node.
+async fn node_status(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::Result<u8> {
+    let status = node::client(sock).status().await?;
+    if let Some(warning) = node::models_error_warning(&status) {
+        eprintln!("{warning}");
+    }
+    let views = OneNode::from_status(&status, args.model.as_deref()).rollup();
+    if let Some(m) = &args.model
+        && views.is_empty()
+    {
+        anyhow::bail!("no model {m} in the agent's models file");
+    }
+    print(cli, &views);
+    Ok(0)
+}
+
+fn print(cli: &Cli, views: &[ModelView]) {
     match cli.output {
         Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "models": views })),
-        Format::Text => print!("{}", render(&views, super::now())),
+        Format::Text => print!("{}", render(views, super::now())),
     }
-    Ok(0)
 }
 
 /// The text table (one row per selected node and model) and one roll-up line per model.

@@ -1,12 +1,15 @@
 //! `coldctl unwarm MODEL`: stop keeping a model warm by deleting its ColdModel (the agents
-//! then unpin and evict on their own schedule).
+//! then unpin and evict on their own schedule). With `--node`, remove it from the local agent's
+//! models file.
 
 use anyhow::Context as _;
 use coldstart_agent::api::ColdModel;
+use coldstart_agent::standalone::ClientError;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
 use crate::cluster::{self, resolve_model};
+use crate::node;
 use crate::output::{self, Format};
 use crate::{Backend, Cli};
 
@@ -24,7 +27,12 @@ pub struct Args {
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
     match cli.backend() {
         Backend::Here => return super::cluster_only("unwarm"),
-        Backend::Node(sock) => return crate::node_not_implemented("unwarm", &sock),
+        Backend::Node(sock) => {
+            return match node_unwarm(cli, args, &sock).await {
+                Ok(code) => code,
+                Err(e) => super::warm::fail(cli, &[e]),
+            };
+        }
         Backend::Cluster => {}
     }
     match unwarm(cli, args).await {
@@ -51,6 +59,31 @@ async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
         }
         Format::Text if found => println!("coldmodel {name} deleted"),
         Format::Text => println!("coldmodel {name} not found (nothing to do)"),
+    }
+    Ok(0)
+}
+
+/// `unwarm --node`: remove the model from the local agent's models file.
+async fn node_unwarm(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::Result<u8> {
+    let name = match node::client(sock).remove_model(&args.model).await {
+        Ok(removed) => Some(removed.name),
+        Err(ClientError::Api { kind, .. }) if kind == "not_found" => None,
+        Err(e) => return Err(e.into()),
+    };
+    if name.is_none() && !args.ignore_not_found {
+        anyhow::bail!(
+            "no model {} in the agent's models file (--ignore-not-found to accept that)",
+            args.model
+        );
+    }
+    let deleted = name.is_some();
+    let name = name.unwrap_or_else(|| args.model.clone());
+    match cli.output {
+        Format::Json | Format::Yaml => {
+            output::print_doc(cli.output, &json!({ "name": name, "deleted": deleted }))
+        }
+        Format::Text if deleted => println!("model {name} removed from the agent's models file"),
+        Format::Text => println!("model {name} not in the agent's models file (nothing to do)"),
     }
     Ok(0)
 }

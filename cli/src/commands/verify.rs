@@ -40,8 +40,9 @@ pub struct Args {
 
 /// Runs the verb; returns the exit code.
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
-    if let crate::Backend::Node(sock) = cli.backend() {
-        return crate::node_not_implemented("verify", &sock);
+    if let crate::Backend::Node(_) = cli.backend() {
+        eprintln!("error: verify runs on the node: use `coldctl verify --here`");
+        return EXIT_USAGE;
     }
     if !cli.here {
         eprintln!("error: only `coldctl verify --here` is available in this version");

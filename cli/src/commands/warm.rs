@@ -2,10 +2,13 @@
 //! ColdModel and, with `--wait`, follow the nodes it selects (see [`cluster`]). With `--here`,
 //! in this process: the model's weights are synced into the local Hub cache and the image is
 //! pulled through the node's containerd (CRI, as the kubelet pulls) and pinned, both at once.
+//! With `--node`, through the local agent's socket: the model goes into its models file (see
+//! [`node`]).
 
 pub mod cluster;
 mod image;
 mod model;
+mod node;
 
 pub use model::{HubArgs, SyncArgs};
 
@@ -55,7 +58,8 @@ pub struct Args {
     pub registry_config_dir: Option<PathBuf>,
     /// Registry credentials. With `--here`: a docker `config.json` or a `.dockerconfigjson`
     /// secret payload. In the cluster: the name of a `kubernetes.io/dockerconfigjson` secret
-    /// in the agent's namespace.
+    /// in the agent's namespace. With `--node`: a docker `config.json` the agent reads (it
+    /// must sit in the models file's directory).
     #[arg(long, env = "COLDSTART_PULL_SECRET")]
     pub pull_secret: Option<PathBuf>,
     /// Cluster: nodes to keep warm, in kubectl's label-selector syntax (`pool=gpu,zone in (a,b)`).
@@ -64,8 +68,8 @@ pub struct Args {
     /// Cluster: secret (in the agent's namespace) holding the Hub token; KEY defaults to `token`.
     #[arg(long, value_name = "NAME[:KEY]")]
     pub token_secret: Option<String>,
-    /// Cluster: wait until every selected node reports the model Ready (exit 0), one reports
-    /// it Failed (exit 1), or `--timeout` passes (exit 3).
+    /// Cluster or `--node`: wait until every selected node reports the model Ready (exit 0),
+    /// one reports it Failed (exit 1), or `--timeout` passes (exit 3).
     #[arg(long)]
     pub wait: bool,
     /// With `--wait`: how long (`90s`, `10m`, `1h30m`).
@@ -93,7 +97,7 @@ pub struct Args {
 pub async fn run(cli: &Cli, args: &Args) -> u8 {
     match cli.backend() {
         Backend::Cluster => return cluster::run(cli, args).await,
-        Backend::Node(sock) => return crate::node_not_implemented("warm", &sock),
+        Backend::Node(sock) => return node::run(cli, args, &sock).await,
         Backend::Here => {}
     }
     if args.selector.is_some() || args.token_secret.is_some() || args.wait {
@@ -201,15 +205,18 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
     0
 }
 
-/// The stable label of an error from either port.
-pub fn kind(err: &anyhow::Error) -> &'static str {
+/// The stable label of an error from either port or from the local agent.
+pub fn kind(err: &anyhow::Error) -> String {
     if let Some(e) = err.downcast_ref::<coldstart_agent::images::Error>() {
-        return e.metric_label();
+        return e.metric_label().into();
     }
     if let Some(e) = err.downcast_ref::<coldstart_agent::weights::Error>() {
-        return e.metric_label();
+        return e.metric_label().into();
     }
-    "error"
+    if let Some(e) = err.downcast_ref::<coldstart_agent::standalone::ClientError>() {
+        return e.kind().into();
+    }
+    "error".into()
 }
 
 /// Reports failures: one line each on stderr, or one JSON document; exit 1.
@@ -221,7 +228,7 @@ pub fn fail(cli: &Cli, errors: &[anyhow::Error]) -> u8 {
             &json!({
                 "ok": false,
                 "error": msgs.join("; "),
-                "kind": errors.first().map_or("error", kind),
+                "kind": errors.first().map_or_else(|| "error".into(), kind),
                 "errors": errors.iter().zip(&msgs).map(|(e, m)| json!({"kind": kind(e), "error": m})).collect::<Vec<_>>(),
             }),
         ),

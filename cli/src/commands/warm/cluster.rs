@@ -6,7 +6,7 @@
 //! Flags not given keep the ColdModel's current values, so `coldctl warm org/name --wait` on an
 //! existing model changes nothing and only waits.
 
-mod wait;
+pub mod wait;
 
 use anyhow::Context as _;
 use coldstart_agent::api::{ColdModel, ColdModelSpec, SecretKeyRef, SecretRef, parse_selector};
@@ -16,6 +16,7 @@ use serde_json::json;
 use super::Args;
 use crate::cluster::{self, resolve_model};
 use crate::output::{self, Format};
+use crate::rollup;
 use crate::{Cli, EXIT_USAGE};
 
 #[cfg(test)]
@@ -216,8 +217,34 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
     if cli.output == Format::Text {
         eprintln!("{}", applied_line(&name, &applied));
     }
-    wait::run(cli, &client, &name, &applied, args.timeout).await
+    let target = wait::Target {
+        name: name.clone(),
+        repo: applied.spec.repo.clone(),
+        created: applied.created,
+        spec: json!(applied.spec),
+        poll: POLL,
+        gone: format!("ColdModel {name} was deleted while waiting"),
+        no_nodes: format!(
+            "no node with an agent (a ColdNode) matches {name}'s selector yet; check the \
+             selector (`coldctl nodes` lists the nodes with agents) or wait for a node to join"
+        ),
+        following: "following the ColdNodes",
+    };
+    let (client, name) = (&client, name.as_str());
+    wait::run(cli, &target, args.timeout, move || async move {
+        let snap = cluster::snapshot(client, Some(name)).await?;
+        if snap.models.is_empty() {
+            return Ok(None);
+        }
+        let views = rollup::rollup(&snap.models, &snap.nodes, &snap.coldnodes);
+        Ok(views.into_iter().next())
+    })
+    .await
 }
+
+/// Time between two reads while waiting (ColdModel, Nodes, ColdNodes: three lists, so not
+/// too often on a large cluster).
+const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What was applied.
 #[derive(Debug, Clone)]

@@ -1,84 +1,97 @@
 //! `warm --wait`: poll the model's roll-up until it is Ready everywhere it is selected, Failed
 //! somewhere, or out of time; a progress bar per node on a terminal, plain lines otherwise.
+//! The loop is the same for both backends that can wait (the cluster, and the local agent as
+//! a one-node cluster): each passes how to read the roll-up and what to say.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::Applied;
-use crate::cluster;
 use crate::output::{self, Format};
 use crate::rollup::{self, ModelView, NodeEntry, Outcome};
 use crate::{Cli, EXIT_TIMEOUT};
 
-/// Time between two reads (ColdModel, Nodes, ColdNodes: three lists, so not too often on a
-/// large cluster).
-const POLL: Duration = Duration::from_secs(2);
-/// Reads that may fail in a row before waiting gives up (the API server is gone).
+/// Reads that may fail in a row before waiting gives up (the API server or agent is gone).
 const MAX_ERRORS_IN_A_ROW: u32 = 5;
 
-/// Waits; returns the exit code (0 ready, 1 failed or API errors, 3 timed out).
-pub async fn run(
-    cli: &Cli,
-    client: &kube::Client,
-    name: &str,
-    applied: &Applied,
-    timeout: Duration,
-) -> u8 {
+/// What is waited on, and the backend's words for it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The model's name.
+    pub name: String,
+    /// Its Hub repo id.
+    pub repo: String,
+    /// Whether the warm command created it.
+    pub created: bool,
+    /// Its spec as applied, printed as `spec` in the JSON/YAML document.
+    pub spec: serde_json::Value,
+    /// Time between two reads.
+    pub poll: Duration,
+    /// The error when the model disappears while waiting.
+    pub gone: String,
+    /// The warning (once) when no node is selected.
+    pub no_nodes: String,
+    /// What is being read, for the error when reads keep failing (`following the ColdNodes`).
+    pub following: &'static str,
+}
+
+/// Waits; returns the exit code (0 ready, 1 failed or read errors, 3 timed out). `read`
+/// returns the model's roll-up, `None` once the model no longer exists.
+pub async fn run<F, Fut>(cli: &Cli, target: &Target, timeout: Duration, mut read: F) -> u8
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<ModelView>>>,
+{
+    let name = target.name.as_str();
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new(cli.output);
     let mut errors = 0;
     let mut hinted = false;
     let mut last: Option<ModelView> = None;
     loop {
-        match cluster::snapshot(client, Some(name)).await {
-            Ok(snap) if snap.models.is_empty() => {
+        match read().await {
+            Ok(None) => {
                 progress.finish();
-                let e = anyhow::anyhow!("ColdModel {name} was deleted while waiting");
-                return super::super::fail(cli, &[e]);
+                let e = anyhow::anyhow!("{}", target.gone);
+                return crate::commands::warm::fail(cli, &[e]);
             }
-            Ok(snap) => {
+            Ok(Some(view)) => {
                 errors = 0;
-                let views = rollup::rollup(&snap.models, &snap.nodes, &snap.coldnodes);
-                if let Some(view) = views.into_iter().next() {
-                    progress.update(&view);
-                    match rollup::outcome(&view) {
-                        Outcome::Ready => {
-                            return done(cli, &mut progress, applied, &view, "ready", 0);
-                        }
-                        Outcome::Failed(nodes) => {
-                            progress.finish();
-                            if cli.output == Format::Text {
-                                for (node, why) in &nodes {
-                                    eprintln!("error: {name} failed on node {node}: {why}");
-                                }
-                            }
-                            return done(cli, &mut progress, applied, &view, "failed", 1);
-                        }
-                        Outcome::NoNodes if !hinted => {
-                            hinted = true;
-                            eprintln!(
-                                "warning: no node with an agent (a ColdNode) matches {name}'s \
-                                 selector yet; check the selector (`coldctl nodes` lists the nodes \
-                                 with agents) or wait for a node to join"
-                            );
-                        }
-                        Outcome::NoNodes | Outcome::Waiting => {}
+                progress.update(&view);
+                match rollup::outcome(&view) {
+                    Outcome::Ready => {
+                        return done(cli, &mut progress, target, &view, "ready", 0);
                     }
-                    last = Some(view);
+                    Outcome::Failed(nodes) => {
+                        progress.finish();
+                        if cli.output == Format::Text {
+                            for (node, why) in &nodes {
+                                eprintln!("error: {name} failed on node {node}: {why}");
+                            }
+                        }
+                        return done(cli, &mut progress, target, &view, "failed", 1);
+                    }
+                    Outcome::NoNodes if !hinted => {
+                        hinted = true;
+                        eprintln!("warning: {}", target.no_nodes);
+                    }
+                    Outcome::NoNodes | Outcome::Waiting => {}
                 }
+                last = Some(view);
             }
             Err(e) => {
                 errors += 1;
                 if errors >= MAX_ERRORS_IN_A_ROW {
                     progress.finish();
-                    return super::super::fail(cli, &[e.context("following the ColdNodes")]);
+                    return crate::commands::warm::fail(cli, &[e.context(target.following)]);
                 }
                 tracing::warn!(
                     error = format!("{e:#}"),
-                    "reading the ColdNodes failed; retrying"
+                    "{} failed; retrying",
+                    target.following
                 );
             }
         }
@@ -86,12 +99,12 @@ pub async fn run(
         if now >= deadline {
             break;
         }
-        tokio::time::sleep(POLL.min(deadline - now)).await;
+        tokio::time::sleep(target.poll.min(deadline - now)).await;
     }
     progress.finish();
     let view = last.unwrap_or_else(|| ModelView {
         name: name.to_string(),
-        repo: applied.spec.repo.clone(),
+        repo: target.repo.clone(),
         selected: 0,
         ready: 0,
         failed: 0,
@@ -104,13 +117,13 @@ pub async fn run(
             crate::commands::status::rollup_line(&view)
         );
     }
-    done(cli, &mut progress, applied, &view, "timeout", EXIT_TIMEOUT)
+    done(cli, &mut progress, target, &view, "timeout", EXIT_TIMEOUT)
 }
 
 fn done(
     cli: &Cli,
     progress: &mut Progress,
-    applied: &Applied,
+    target: &Target,
     view: &ModelView,
     outcome: &str,
     code: u8,
@@ -121,8 +134,8 @@ fn done(
             cli.output,
             &json!({
                 "name": view.name,
-                "created": applied.created,
-                "spec": applied.spec,
+                "created": target.created,
+                "spec": target.spec,
                 "outcome": outcome,
                 "model": view,
             }),
