@@ -7,19 +7,19 @@
 //! file that does not parse is never overwritten: the edit is refused, and the operator's
 //! text stays as it is.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::Error;
 use super::models::{self, Desired, Document, ModelEntry, NamedModel};
 use crate::weights::cache::fsx;
 
-/// Mode of the models file and its lock file: the agent runs as root; operators read it.
-const FILE_MODE: u32 = 0o644;
+// The models file and its lock file are 0644, like the cache's small files: the agent runs as
+// root; operators read them.
+use fsx::FILE_MODE;
 
 /// Serialises edits within this process; the flock serialises processes.
 static EDITS: Mutex<()> = Mutex::new(());
@@ -165,21 +165,9 @@ impl ModelsFile {
                 reason: format!("create directory: {e}"),
             })?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .custom_flags(fsx::nofollow())
-            .open(&lock_path)
-            .map_err(|e| Error::Io {
-                path: lock_path.clone(),
-                reason: format!("open lock file: {e}"),
-            })?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Io {
+        fsx::lock_exclusive(&lock_path).map_err(|e| Error::Io {
             path: lock_path,
-            reason: format!("flock: {errno}"),
+            reason: format!("lock: {e}"),
         })
     }
 }

@@ -15,7 +15,7 @@ use super::super::Error;
 /// Directories we create: readable by the pods that mount the cache.
 pub(super) const DIR_MODE: u32 = 0o755;
 /// Small files we write (trees, refs, state records).
-pub(super) const FILE_MODE: u32 = 0o644;
+pub(crate) const FILE_MODE: u32 = 0o644;
 /// Finalized blobs: content-addressed, never written again.
 pub(super) const BLOB_MODE: u32 = 0o444;
 /// Prefix of every temporary name we create inside the cache; never a commit, etag or ref.
@@ -226,4 +226,20 @@ pub(super) fn symlinks_under(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error
         }
     }
     Ok(out)
+}
+
+/// Opens (creating, mode [`FILE_MODE`], never following a symlink) the lock file at `path` and
+/// takes its exclusive `flock`, blocking; released when the returned guard drops. Lock files
+/// are never removed: removing one races with the next locker.
+pub(crate) fn lock_exclusive(path: &Path) -> std::io::Result<nix::fcntl::Flock<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(nofollow())
+        .open(path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno.into())
 }

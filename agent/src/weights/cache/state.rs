@@ -9,12 +9,12 @@
 //!
 //! Each record is a small JSON file replaced atomically; an unreadable record reads as absent.
 
-use std::fs::{Metadata, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::super::{Error, RepoId, TreeEntry};
 use super::HubCache;
@@ -166,16 +166,6 @@ impl HubCache {
     pub(super) fn lock_repo(&self, repo: &RepoId) -> Result<Flock<std::fs::File>, Error> {
         let dir = fsx::ensure_dirs(&self.state, &[LOCKS])?;
         let path = dir.join(format!("{}.lock", repo.cache_folder()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .custom_flags(fsx::nofollow())
-            .open(&path)
-            .map_err(|e| fsx::open_error("open lock", &path, e))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| Error::io("lock", &path, errno.into()))
+        fsx::lock_exclusive(&path).map_err(|e| fsx::open_error("lock", &path, e))
     }
 }
