@@ -269,7 +269,10 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 .or_insert(WeightsState::Present);
         }
         for name in self.syncs.keys() {
-            local.weights.insert(name.clone(), WeightsState::Syncing);
+            local
+                .weights
+                .entry(name.clone())
+                .or_insert(WeightsState::Syncing);
         }
         local
     }
@@ -298,17 +301,50 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
 
     fn weights_state(&self, m: &ColdModel) -> WeightsState {
         let name = name_of(m);
+        let outcome = self.weight_outcomes.get(name);
+        let same = outcome.filter(|o| o.key == weights_key(m));
+        // Synced for this spec and still in the cache: Ready, also while a periodic re-sync
+        // runs (the snapshot pods read is whole meanwhile; a re-sync only adds or repairs).
+        if same.is_some_and(|o| o.result.is_ok()) && self.held.contains_key(name) {
+            return WeightsState::Verified;
+        }
         if self.syncs.contains_key(name) {
             return WeightsState::Syncing;
         }
-        match self.weight_outcomes.get(name) {
-            Some(o) if o.key != weights_key(m) => WeightsState::Absent,
+        match same {
             Some(Outcome { result: Err(f), .. }) => WeightsState::Failed(f.kind.into()),
-            // Synced, but the snapshot is gone from the cache (deleted by hand, a wiped disk).
-            Some(_) if !self.held.contains_key(name) => WeightsState::Absent,
-            Some(o) if o.at.elapsed() >= self.settings.resync_interval => WeightsState::Present,
-            Some(_) => WeightsState::Verified,
-            None => WeightsState::Absent,
+            // Another spec, never synced, or synced but gone from the cache (deleted by hand,
+            // a wiped disk).
+            _ => WeightsState::Absent,
+        }
+    }
+
+    /// Starts one periodic re-sync (listing plus fingerprints: only what changed or went
+    /// missing downloads) of a Ready model last synced `resync_interval` ago, when no other
+    /// sync runs.
+    async fn resync_one<C: Credentials>(
+        &mut self,
+        plan: &Plan,
+        models: &[ColdModel],
+        creds: &C,
+        now: Timestamp,
+    ) {
+        if !self.syncs.is_empty() {
+            return;
+        }
+        let due = models.iter().find(|m| {
+            let name = name_of(m);
+            plan.selected.contains(name)
+                && self.held.contains_key(name)
+                && self.weight_outcomes.get(name).is_some_and(|o| {
+                    o.key == weights_key(m)
+                        && o.result.is_ok()
+                        && o.at.elapsed() >= self.settings.resync_interval
+                })
+        });
+        if let Some(m) = due.cloned() {
+            info!(model = name_of(&m), "periodic re-sync");
+            self.start_sync(&m, creds, now).await;
         }
     }
 
@@ -347,6 +383,7 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 self.start_sync(model, creds, now).await;
             }
         }
+        self.resync_one(plan, models, creds, now).await;
         self.track_unselected(&plan.unselected, now);
         for name in &plan.evict_weights {
             self.evict(name).await;
@@ -664,7 +701,18 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
                 }
                 let secs = (Timestamp::now().duration_since(t.started)).as_secs_f64();
                 self.metrics.observe_part(part, ok, secs.max(0.0));
-                record(outcomes, &k, &t.key, result, t.started);
+                let good = outcomes
+                    .get_mut(&k)
+                    .filter(|o| o.key == t.key && o.result.is_ok());
+                match (part, result, good) {
+                    // A failed periodic re-sync leaves the verified snapshot in place: the
+                    // model stays Ready and the next re-sync comes an interval later.
+                    (Part::Weights, Err(f), Some(o)) if self.held.contains_key(&k) => {
+                        warn!(model = %k, error = %f.message, "re-sync failed; the snapshot stays");
+                        o.at = Instant::now();
+                    }
+                    (_, result, _) => record(outcomes, &k, &t.key, result, t.started),
+                }
             }
         }
     }
@@ -754,7 +802,8 @@ impl<I: Images + Send + Sync + 'static> Warmer<I> {
         old: Option<&PartStatus>,
         now: Timestamp,
     ) {
-        if let Some(t) = running {
+        let ready_outcome = outcome.filter(|o| o.result.is_ok() && part.phase == PartPhase::Ready);
+        if let (Some(t), None) = (running, ready_outcome) {
             let mut p = lock(&t.progress);
             let at = Instant::now();
             if let Some((then, bytes)) = p.sample {

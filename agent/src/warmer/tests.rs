@@ -283,3 +283,36 @@ async fn transferred_bytes_reach_the_metrics() {
     let image: u64 = line("image").rsplit(' ').next().unwrap().parse().unwrap();
     assert!(image >= (1 << 20) + (1 << 19), "{image}");
 }
+
+#[tokio::test]
+async fn a_ready_model_stays_ready_through_periodic_resyncs_even_failed_ones() {
+    let mut r = rig().await;
+    r.warmer.settings.resync_interval = Duration::ZERO;
+    let models = vec![model(None, None)];
+    until(&mut r.warmer, &models, &Limits::default(), ready).await;
+    let listings = || r.hub.requests(coldstart_fakehub::Endpoint::Tree);
+    let before = listings();
+    for _ in 0..40 {
+        let plan = pass(&mut r.warmer, &models, &Limits::default()).await;
+        assert!(ready(&plan), "Ready throughout: {:?}", plan.status);
+        assert!(plan.ready_labels.contains(name_of(&models[0])));
+        let w = plan.status.models[0].weights.as_ref().unwrap();
+        assert_eq!(
+            w.bytes_done, 300_002,
+            "the verified bytes, not the re-sync's"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(listings() > before, "re-synced meanwhile");
+    // The Hub fails every API call: re-syncs fail, the verified snapshot stays Ready.
+    r.hub.status_next_api(500, None, 1000);
+    for _ in 0..40 {
+        let plan = pass(&mut r.warmer, &models, &Limits::default()).await;
+        assert!(
+            ready(&plan),
+            "Ready despite failing re-syncs: {:?}",
+            plan.status
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
