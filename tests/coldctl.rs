@@ -539,3 +539,31 @@ fn an_unreachable_api_server_is_one_error_line_and_exit_1() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_ends_coldctl_quietly() {
+    let c = seeded();
+    for args in [&["status"][..], &["status", "-o", "yaml"], &["nodes"]] {
+        // The read end is closed before coldctl writes: its write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(common::coldctl_bin())
+            .args(args)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env("COLDSTART_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let status = support::wait_for("coldctl exit", LIMIT, || child.try_wait().unwrap())
+            .unwrap_or_else(|e| {
+                let _ = child.kill();
+                panic!("{e}")
+            });
+        let stderr = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

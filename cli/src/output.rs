@@ -22,6 +22,33 @@ impl Format {
     }
 }
 
+/// Writes to stdout. A closed pipe (`coldctl status | head`) ends the process quietly with
+/// 141, as a shell reports a SIGPIPE death, instead of the panic `print!` gives; any other
+/// write error is one line on stderr and exit 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 /// Whether stderr is a terminal (progress bars) or a pipe/file (plain lines).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
@@ -30,7 +57,7 @@ pub fn stderr_is_terminal() -> bool {
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => crate::outln!("{s}"),
         Err(e) => eprintln!("error: cannot encode output: {e}"),
     }
 }
@@ -41,7 +68,7 @@ pub fn print_doc(format: Format, value: &serde_json::Value) {
         return print_json(value);
     }
     match serde_yaml::to_string(value) {
-        Ok(s) => print!("{s}"),
+        Ok(s) => crate::out!("{s}"),
         Err(e) => eprintln!("error: cannot encode output: {e}"),
     }
 }

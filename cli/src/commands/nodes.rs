@@ -61,7 +61,7 @@ async fn node_nodes(cli: &Cli, sock: &std::path::Path) -> anyhow::Result<u8> {
 fn print(cli: &Cli, rows: &[NodeRow]) {
     match cli.output {
         Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "nodes": rows })),
-        Format::Text => print!("{}", render(rows)),
+        Format::Text => crate::out!("{}", render(rows)),
     }
 }
 

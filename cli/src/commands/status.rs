@@ -75,7 +75,7 @@ async fn node_status(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::
 fn print(cli: &Cli, views: &[ModelView]) {
     match cli.output {
         Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "models": views })),
-        Format::Text => print!("{}", render(views, super::now())),
+        Format::Text => crate::out!("{}", render(views, super::now())),
     }
 }
 

@@ -57,8 +57,8 @@ async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
         Format::Json | Format::Yaml => {
             output::print_doc(cli.output, &json!({ "name": name, "deleted": found }))
         }
-        Format::Text if found => println!("coldmodel {name} deleted"),
-        Format::Text => println!("coldmodel {name} not found (nothing to do)"),
+        Format::Text if found => crate::outln!("coldmodel {name} deleted"),
+        Format::Text => crate::outln!("coldmodel {name} not found (nothing to do)"),
     }
     Ok(0)
 }
@@ -82,8 +82,12 @@ async fn node_unwarm(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::
         Format::Json | Format::Yaml => {
             output::print_doc(cli.output, &json!({ "name": name, "deleted": deleted }))
         }
-        Format::Text if deleted => println!("model {name} removed from the agent's models file"),
-        Format::Text => println!("model {name} not in the agent's models file (nothing to do)"),
+        Format::Text if deleted => {
+            crate::outln!("model {name} removed from the agent's models file")
+        }
+        Format::Text => {
+            crate::outln!("model {name} not in the agent's models file (nothing to do)")
+        }
     }
     Ok(0)
 }

@@ -62,7 +62,7 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
                 Format::Json | Format::Yaml => {
                     output::print_doc(cli.output, &json!({ "ok": ok, "report": report }))
                 }
-                Format::Text => println!(
+                Format::Text => crate::outln!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 ),

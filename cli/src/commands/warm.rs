@@ -179,7 +179,7 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         ),
         Format::Text => {
             if let Some(r) = &image_report {
-                println!(
+                crate::outln!(
                     "{}: present, unpacked, pinned ({}, {} attempt(s), {:.1}s, containerd {})",
                     r.image,
                     output::bytes(r.state.size),
@@ -189,7 +189,7 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
                 );
             }
             if let Some(r) = &model_report {
-                println!(
+                crate::outln!(
                     "{}@{}: {} files, {} verified in {} ({} downloaded, {:.1}s)",
                     r.repo,
                     &r.commit[..12.min(r.commit.len())],

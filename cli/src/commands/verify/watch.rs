@@ -67,7 +67,7 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
         // A stream: one JSON document per line, with -o yaml too (JSON is YAML).
         Format::Json | Format::Yaml => {
             let doc = json!({ "ok": ok, "changed": changed, "report": report });
-            println!("{doc}");
+            crate::outln!("{doc}");
         }
         Format::Text => {
             let what = format!(
@@ -76,9 +76,10 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
                 &report.commit[..12.min(report.commit.len())]
             );
             if ok {
-                println!(
+                crate::outln!(
                     "{what}: ok ({} files, {} hashed)",
-                    report.files, report.hashed
+                    report.files,
+                    report.hashed
                 );
             } else {
                 let problems: Vec<String> = report
@@ -86,7 +87,7 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
                     .iter()
                     .map(|p| format!("{} {:?}: {}", p.path, p.kind, p.detail))
                     .collect();
-                println!(
+                crate::outln!(
                     "{what}: {} problem(s): {}",
                     problems.len(),
                     problems.join("; ")
@@ -99,7 +100,7 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
 
 fn print_error(format: Format, msg: &str) {
     match format {
-        Format::Json | Format::Yaml => println!("{}", json!({ "ok": false, "error": msg })),
+        Format::Json | Format::Yaml => crate::outln!("{}", json!({ "ok": false, "error": msg })),
         Format::Text => eprintln!("error: {msg}"),
     }
 }

@@ -210,7 +210,7 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
                 cli.output,
                 &json!({"name": name, "created": applied.created, "spec": applied.spec}),
             ),
-            Format::Text => println!("{}", applied_line(&name, &applied)),
+            Format::Text => crate::outln!("{}", applied_line(&name, &applied)),
         }
         return 0;
     }

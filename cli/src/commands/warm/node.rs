@@ -147,7 +147,7 @@ pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> u8 {
                 cli.output,
                 &json!({"name": name, "created": put.created, "spec": put.model.model}),
             ),
-            Format::Text => println!("{line}"),
+            Format::Text => crate::outln!("{line}"),
         }
         return 0;
     }

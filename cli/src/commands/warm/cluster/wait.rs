@@ -140,7 +140,7 @@ fn done(
                 "model": view,
             }),
         ),
-        Format::Text => println!("{}", crate::commands::status::rollup_line(view)),
+        Format::Text => crate::outln!("{}", crate::commands::status::rollup_line(view)),
     }
     code
 }
