@@ -111,7 +111,7 @@ impl World {
     fn agent(&self, extra: &[&str]) -> Agent {
         let log = self.dir.path().join("agent.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = common::agent_command();
         cmd.args([
             "run",
             "--node-name",
@@ -137,7 +137,6 @@ impl World {
         .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
         .env("COLDSTART_LOG", "info,coldstart_agent=debug")
         .env("COLDSTART_LOG_FORMAT", "text")
-        .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
@@ -184,16 +183,6 @@ impl World {
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()))
     }
-}
-
-fn agent_bin() -> PathBuf {
-    let bin = common::coldctl_bin().with_file_name("coldstart-agent");
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo build --workspace --bins`",
-        bin.display()
-    );
-    bin
 }
 
 struct Agent {

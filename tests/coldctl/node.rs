@@ -31,14 +31,7 @@ impl Agent {
     fn start(hub: &FakeHub) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        let bin = common::coldctl_bin().with_file_name("coldstart-agent");
-        let mut cmd = Command::new(&bin);
-        for (k, _) in std::env::vars() {
-            let proxy = k.to_ascii_lowercase().ends_with("_proxy");
-            if k.starts_with("COLDSTART_") || k.starts_with("KUBERNETES_") || proxy {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = common::agent_command();
         let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
         cmd.args([
             "run",
@@ -71,7 +64,7 @@ impl Agent {
         .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawn coldstart-agent: {e}"));
         let pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = stderr.clone();

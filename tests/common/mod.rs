@@ -26,6 +26,26 @@ pub fn coldctl_bin() -> PathBuf {
     bin
 }
 
+/// A command for the workspace's `coldstart-agent` (built next to `coldctl`), with an
+/// environment that cannot steer it: no inherited `COLDSTART_*` settings, no in-cluster
+/// `KUBERNETES_*` variables, no proxies (every server of the tests is on loopback).
+pub fn agent_command() -> Command {
+    let bin = coldctl_bin().with_file_name("coldstart-agent");
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars() {
+        let proxy = k.to_ascii_lowercase().ends_with("_proxy");
+        if k.starts_with("COLDSTART_") || k.starts_with("KUBERNETES_") || proxy {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// The result of one `coldctl` run.
 #[derive(Debug)]
 pub struct Run {
