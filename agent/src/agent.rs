@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::health::Heartbeat;
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{ErrorSource, Metrics};
 
 #[cfg(test)]
 mod tests;
@@ -23,35 +23,39 @@ mod tests;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The images port (containerd, registries).
-    #[error("images: {0}")]
+    #[error("images port")]
     Images(#[source] crate::images::Error),
     /// The weights port (the Hub, the cache).
-    #[error("weights: {0}")]
+    #[error("weights port")]
     Weights(#[source] crate::weights::Error),
     /// The node surface in the Kubernetes API.
-    #[error("node: {0}")]
+    #[error("node surface")]
     Node(#[source] crate::node::Error),
+    /// Standalone mode's status file cannot be written.
+    #[error("status file")]
+    StatusFile(#[source] crate::fsx::Error),
     /// A watch has not listed once yet: nothing is decided from a partial view.
     #[error("waiting for the first list of {0}")]
     NotSynced(&'static str),
     /// This node is not in the API server (wrong node name, or the node was deleted).
     #[error("node {0} not found in the API server")]
     NodeMissing(String),
-    /// The desired state (the standalone file) cannot be used.
+    /// The desired state (the standalone file) cannot be used; the whole cause on one line.
     #[error("desired state: {0}")]
     Desired(String),
 }
 
 impl Error {
     /// The port the error came from and its stable label.
-    pub fn metric_labels(&self) -> (Source, &'static str) {
+    pub fn metric_labels(&self) -> (ErrorSource, &'static str) {
         match self {
-            Error::Images(e) => (Source::Images, e.metric_label()),
-            Error::Weights(e) => (Source::Weights, e.metric_label()),
-            Error::Node(e) => (Source::Node, e.metric_label()),
-            Error::NotSynced(_) => (Source::Node, "not_synced"),
-            Error::NodeMissing(_) => (Source::Node, "node_missing"),
-            Error::Desired(_) => (Source::Agent, "desired_state"),
+            Error::Images(e) => (ErrorSource::Images, e.metric_label()),
+            Error::Weights(e) => (ErrorSource::Weights, e.metric_label()),
+            Error::Node(e) => (ErrorSource::Node, e.metric_label()),
+            Error::StatusFile(e) => (ErrorSource::Agent, e.metric_label()),
+            Error::NotSynced(_) => (ErrorSource::Node, "not_synced"),
+            Error::NodeMissing(_) => (ErrorSource::Node, "node_missing"),
+            Error::Desired(_) => (ErrorSource::Agent, "desired_state"),
         }
     }
 }
@@ -131,7 +135,8 @@ pub async fn run<R: Reconcile>(
         if let Err(e) = &outcome {
             let (source, kind) = e.metric_labels();
             metrics.error(source, kind);
-            warn!(error = %e, kind, "reconcile pass failed; retrying next tick");
+            let error = crate::errors::chain(e);
+            warn!(%error, kind, "reconcile pass failed; retrying next tick");
         }
         heartbeat.beat(Instant::now());
     }

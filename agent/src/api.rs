@@ -40,6 +40,24 @@ pub const CONDITION_GPU_HEALTHY: &str = "ColdstartGPUHealthy";
 /// Node condition: every model selected for the node is warm.
 pub const CONDITION_MODELS_WARM: &str = "ColdstartModelsWarm";
 
+/// A node condition the agent owns, without timestamps (the node surface keeps them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// [`CONDITION_MODELS_WARM`] or [`CONDITION_GPU_HEALTHY`].
+    pub type_: &'static str,
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// A ColdModel's name (empty only for an object the API server never stored).
+pub fn name_of(m: &ColdModel) -> &str {
+    m.metadata.name.as_deref().unwrap_or_default()
+}
+
 /// What to keep warm: a Hub model at a revision, the image that serves it, and the nodes.
 // Several printcolumn(..) share `type_ = "string"`: not a duplicate, one per column.
 #[allow(clippy::duplicated_attributes)]

@@ -27,12 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::agent::{Error, Reconcile};
-use crate::api::{ColdModel, ColdNode, Phase, WARMING_TAINT_KEY};
+use crate::api::{ColdModel, ColdNode, Condition, Phase, WARMING_TAINT_KEY};
 use crate::gpu;
 use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
 use crate::node::{self, NodeSurface};
-use crate::plan::{self, Inputs, Limits, Plan};
-use crate::warmer::{self, CredentialError, Credentials, Warmer};
+use crate::plan::{self, Limits, Plan};
+use crate::warmer::{CredentialError, Credentials, PassInputs, Warmer};
+use crate::weights::Weights;
 
 /// Key of the Hub token in a token secret when the ColdModel names none.
 pub const DEFAULT_TOKEN_KEY: &str = "token";
@@ -188,15 +189,15 @@ impl Credentials for SecretCredentials {
 struct Planned {
     plan: Plan,
     /// `ColdstartModelsWarm` and `ColdstartGPUHealthy`.
-    conditions: Vec<plan::Condition>,
+    conditions: Vec<Condition>,
     /// The node carries the startup taint.
     has_taint: bool,
 }
 
 /// The cluster-mode pass.
-pub struct Cluster<I> {
+pub struct Cluster<I, W> {
     settings: Settings,
-    warmer: Warmer<I>,
+    warmer: Warmer<I, W>,
     surface: NodeSurface,
     creds: SecretCredentials,
     nodes: Watched<Node>,
@@ -209,7 +210,7 @@ pub struct Cluster<I> {
     taint_removed: bool,
 }
 
-impl<I> std::fmt::Debug for Cluster<I> {
+impl<I, W> std::fmt::Debug for Cluster<I, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("settings", &self.settings)
@@ -217,16 +218,16 @@ impl<I> std::fmt::Debug for Cluster<I> {
     }
 }
 
-impl<I: Images + 'static> Cluster<I> {
+impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
     /// Starts the watches; `wake` is notified on every change they see. `gpu` reads GPU
     /// health (its XID thread runs apart).
     pub fn new(
         clients: Clients,
         settings: Settings,
-        warmer: Warmer<I>,
+        warmer: Warmer<I, W>,
         gpu: Arc<gpu::Monitor>,
         wake: Arc<Notify>,
-    ) -> Cluster<I> {
+    ) -> Cluster<I, W> {
         let by_name = format!("metadata.name={}", settings.node);
         let nodes = watch(
             Api::all(clients.watch.clone()),
@@ -315,10 +316,7 @@ impl<I: Images + 'static> Cluster<I> {
             .store
             .get(&ObjectRef::new(&self.settings.node))
             .and_then(|c| c.status.clone());
-        let selected = warmer::selected(&models, &labels);
-        let local = self.warmer.observe(&selected).await;
         let gpu = self.gpu_report(node, has_taint).await;
-        self.warmer.metrics().gpu(&gpu);
         let created = node
             .metadata
             .creation_timestamp
@@ -327,20 +325,18 @@ impl<I: Images + 'static> Cluster<I> {
         let deadline = SignedDuration::try_from(self.settings.warming_deadline)
             .ok()
             .and_then(|d| created.checked_add(d).ok());
-        let inputs = Inputs {
-            node_labels: &labels,
+        let inputs = PassInputs {
+            labels: &labels,
             models: &models,
             current: current.as_ref(),
-            local: &local,
-            gpu_healthy: gpu.healthy,
+            gpu: Some(&gpu),
             warming_deadline: if has_taint { deadline } else { None },
             now,
         };
-        let mut plan = plan::plan(&inputs, &self.settings.limits);
-        plan.status.gpu = Some(gpu::status(&gpu));
-        self.warmer.execute(&plan, &models, &self.creds, now).await;
-        self.warmer
-            .decorate(&mut plan.status, current.as_ref(), &models, now);
+        let plan = self
+            .warmer
+            .pass(inputs, &self.settings.limits, &self.creds)
+            .await;
         Planned {
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,
@@ -353,23 +349,24 @@ impl<I: Images + 'static> Cluster<I> {
     async fn report(&mut self, planned: &Planned, now: Timestamp) -> Result<(), Error> {
         let (plan, has_taint) = (&planned.plan, planned.has_taint);
         let mut first: Option<node::Error> = None;
-        let mut note = |r: Result<bool, node::Error>| match r {
+        let mut keep_first_error = |r: Result<bool, node::Error>| match r {
             Ok(wrote) => wrote,
             Err(e) => {
-                warn!(error = %e, "node surface write failed; retrying next pass");
+                let error = crate::errors::chain(&e);
+                warn!(%error, "node surface write failed; retrying next pass");
                 first.get_or_insert(e);
                 false
             }
         };
-        note(self.surface.set_model_labels(&plan.ready_labels).await);
-        note(
+        keep_first_error(self.surface.set_model_labels(&plan.ready_labels).await);
+        keep_first_error(
             self.surface
                 .apply_conditions(&planned.conditions, now)
                 .await,
         );
-        note(self.surface.write_status(&plan.status, now).await);
+        keep_first_error(self.surface.write_status(&plan.status, now).await);
         let removed = if plan.remove_warming_taint && has_taint {
-            note(self.surface.remove_warming_taint().await)
+            keep_first_error(self.surface.remove_warming_taint().await)
         } else {
             false
         };
@@ -451,7 +448,7 @@ impl<I: Images + 'static> Cluster<I> {
     }
 }
 
-impl<I: Images + 'static> Reconcile for Cluster<I> {
+impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Cluster<I, W> {
     async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), Error> {
         self.synced()?;
         let now = Timestamp::now();

@@ -27,6 +27,10 @@ pub const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
 pub const DEFAULT_CACHE_ROOT: &str = "/var/lib/coldstart";
 /// Default containerd config file.
 pub const DEFAULT_CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+/// Default desired-state file of standalone mode.
+pub const DEFAULT_MODELS_FILE: &str = "/etc/coldstart/models.toml";
+/// Default socket of standalone mode's local API.
+pub const DEFAULT_SOCKET: &str = "/run/coldstart/agent.sock";
 /// Default Hub endpoint.
 pub const DEFAULT_HUB_ENDPOINT: &str = "https://huggingface.co";
 const DEFAULT_WARMING_DEADLINE_SECONDS: u64 = 1800;
@@ -233,18 +237,18 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The config file cannot be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}", path.display())]
     Read {
-        /// File.
+        /// The config file.
         path: PathBuf,
-        /// Cause.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The config file is not valid TOML for our settings.
     #[error("config file {path}: {reason}")]
     Parse {
-        /// File.
+        /// The config file.
         path: PathBuf,
         /// What is wrong, on one line.
         reason: String,
@@ -254,7 +258,7 @@ pub enum Error {
     Invalid {
         /// Flag name.
         setting: &'static str,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
 }
@@ -375,11 +379,11 @@ impl RunArgs {
             models_file: self
                 .models_file
                 .or(file.models_file)
-                .unwrap_or_else(|| crate::standalone::DEFAULT_MODELS_FILE.into()),
+                .unwrap_or_else(|| DEFAULT_MODELS_FILE.into()),
             socket: self
                 .socket
                 .or(file.socket)
-                .unwrap_or_else(|| crate::standalone::DEFAULT_SOCKET.into()),
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -22,9 +22,11 @@ use crate::images::{ContainerdConfig, ContainerdImages, DockerConfig};
 use crate::metrics::Metrics;
 use crate::node;
 use crate::plan::Limits;
+use crate::prepull;
 use crate::standalone::{self, ApiState, ModelsFile, Standalone};
-use crate::warmer::{self, Warmer};
+use crate::warmer::Warmer;
 use crate::weights::cache::HubCache;
+use crate::weights::{HubWeights, SyncSettings};
 
 /// How long the startup probe of the API server may take before the agent goes on without it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,8 +164,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// The reconcile pass of the mode the agent runs in.
 enum Pass {
-    Cluster(Box<Cluster<ContainerdImages>>),
-    Standalone(Box<Standalone<ContainerdImages>>),
+    Cluster(Box<Cluster<ContainerdImages, HubWeights>>),
+    Standalone(Box<Standalone<ContainerdImages, HubWeights>>),
 }
 
 /// Cancels `token` on the first SIGTERM (kubelet) or SIGINT (terminal).
@@ -201,12 +203,16 @@ pub fn state_dir(cfg: &Config) -> std::path::PathBuf {
     cfg.cache_root.join("state")
 }
 
-/// The images port, the Hub cache and the warmer, from the configuration.
+/// The warmer the daemon runs: containerd and the Hub cache.
+pub type RealWarmer = Warmer<ContainerdImages, HubWeights>;
+
+/// The images port, the weights port over the Hub cache, and the warmer, from the
+/// configuration.
 pub fn build_warmer(
     cfg: &Config,
     metrics: Arc<Metrics>,
     wake: Arc<tokio::sync::Notify>,
-) -> anyhow::Result<Warmer<ContainerdImages>> {
+) -> anyhow::Result<RealWarmer> {
     let mut cc = ContainerdConfig::new(cfg.containerd_socket.clone());
     cc.root = cfg.containerd_root.clone();
     cc.hosts_dir = cfg.registry_config_dir.clone();
@@ -214,15 +220,23 @@ pub fn build_warmer(
     let images = ContainerdImages::new(cc).context("containerd client")?;
     let cache = HubCache::open(&hub_cache_dir(cfg), Some(&state_dir(cfg)))
         .with_context(|| format!("opening the Hub cache under {}", cfg.cache_root.display()))?;
-    let mut settings = warmer::Settings::new(&cfg.hub_endpoint);
-    settings.budget_bytes = cfg.cache_budget;
+    let mut sync = SyncSettings::new(&cfg.hub_endpoint);
+    sync.budget_bytes = cfg.cache_budget;
     if let Some(path) = &cfg.hub_token_file {
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading the Hub token file {}", path.display()))?;
-        settings.hub.token = Some(token.trim().to_string()).filter(|t| !t.is_empty());
+        sync.hub.token = Some(token.trim().to_string()).filter(|t| !t.is_empty());
     }
-    let warmer = Warmer::new(Arc::new(images), Arc::new(cache), settings, metrics, wake)
-        .context("reading the agent's state")?;
+    let weights = HubWeights::new(Arc::new(cache), sync);
+    let warmer = Warmer::new(
+        Arc::new(images),
+        Arc::new(weights),
+        &state_dir(cfg),
+        prepull::Options::default(),
+        metrics,
+        wake,
+    )
+    .context("reading the agent's state")?;
     Ok(warmer)
 }
 
@@ -230,7 +244,11 @@ pub fn build_warmer(
 fn gpu_monitor(cfg: &Config) -> anyhow::Result<gpu::Monitor> {
     gpu::Monitor::start(
         gpu::open(cfg.nvml_library.as_deref()),
-        gpu::Settings::from_config(cfg),
+        gpu::Settings {
+            gpus_expected: cfg.gpus_expected,
+            xid_ignore: cfg.xid_ignore.clone(),
+            ..gpu::Settings::default()
+        },
     )
     .context("starting the GPU monitor")
 }

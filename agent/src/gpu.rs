@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::api::{CONDITION_GPU_HEALTHY, GpuDevice, GpuStatus};
-use crate::plan::Condition;
+use crate::api::{CONDITION_GPU_HEALTHY, Condition, GpuDevice, GpuStatus};
 
 mod fake;
 mod nvml;
@@ -189,10 +188,10 @@ pub struct DeviceReport {
     pub info: DeviceInfo,
     /// Healthy by [`policy::evaluate`].
     pub healthy: bool,
-    /// Why not.
+    /// Why it is not healthy: a stable CamelCase reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    /// Detail.
+    /// Details for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// XID events seen since the agent started, by XID (0: unknown XID).
@@ -392,17 +391,6 @@ fn watch_xids(gpu: &dyn Gpu, seen: &Mutex<Seen>, stopped: &mpsc::Receiver<()>) {
                     _ => return,
                 }
             }
-        }
-    }
-}
-
-impl Settings {
-    /// The policy settings from the agent's configuration.
-    pub fn from_config(cfg: &crate::config::Config) -> Settings {
-        Settings {
-            gpus_expected: cfg.gpus_expected,
-            xid_ignore: cfg.xid_ignore.clone(),
-            ..Settings::default()
         }
     }
 }

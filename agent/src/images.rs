@@ -114,13 +114,13 @@ pub enum Error {
     Unavailable {
         /// Socket path.
         socket: PathBuf,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// The registry says the image does not exist.
     #[error("image {image} not found in its registry: {reason}")]
     NotFound {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// What the runtime or registry said.
         reason: String,
@@ -128,7 +128,7 @@ pub enum Error {
     /// The registry refused the credentials (or their absence).
     #[error("registry refused credentials for {image}: {reason}")]
     Unauthorized {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// What the runtime or registry said.
         reason: String,
@@ -136,7 +136,7 @@ pub enum Error {
     /// The registry cannot be reached.
     #[error("registry for {image} unreachable: {reason}")]
     RegistryUnreachable {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// What the runtime said.
         reason: String,
@@ -146,7 +146,7 @@ pub enum Error {
         "not enough disk space for {image} on {path}: need {needed} bytes ({detail}), {available} available"
     )]
     DiskFull {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// Filesystem that is short.
         path: PathBuf,
@@ -160,7 +160,7 @@ pub enum Error {
     /// containerd ran out of space while pulling or unpacking.
     #[error("no space left pulling {image}: {reason}")]
     NoSpace {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// What containerd said.
         reason: String,
@@ -168,7 +168,7 @@ pub enum Error {
     /// No progress for longer than the stall timeout, every attempt.
     #[error("pull of {image} stalled: no progress for {seconds}s")]
     Stalled {
-        /// Normalised reference.
+        /// The image, as a normalised reference (`registry/repo:tag`).
         image: String,
         /// The stall timeout.
         seconds: u64,
@@ -176,7 +176,7 @@ pub enum Error {
     /// A runtime call failed for another reason.
     #[error("containerd {op} failed: {reason}")]
     Runtime {
-        /// Which call.
+        /// The containerd call that failed.
         op: &'static str,
         /// What containerd said.
         reason: String,
@@ -188,13 +188,13 @@ pub enum Error {
     #[error("credentials: {0}")]
     Credentials(String),
     /// Reading the host's filesystem failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
-        /// Path.
+        /// The path the step worked on.
         path: PathBuf,
-        /// Cause.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

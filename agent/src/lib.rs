@@ -7,9 +7,12 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod errors;
+pub mod fsx;
 pub mod gpu;
 pub mod health;
 pub mod images;

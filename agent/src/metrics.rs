@@ -37,7 +37,7 @@ impl Part {
 
 /// Which port an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub enum ErrorSource {
     /// containerd and registries.
     Images,
     /// The Hub and the weights cache.
@@ -48,13 +48,13 @@ pub enum Source {
     Agent,
 }
 
-impl Source {
+impl ErrorSource {
     fn label(self) -> &'static str {
         match self {
-            Source::Images => "images",
-            Source::Weights => "weights",
-            Source::Node => "node",
-            Source::Agent => "agent",
+            ErrorSource::Images => "images",
+            ErrorSource::Weights => "weights",
+            ErrorSource::Node => "node",
+            ErrorSource::Agent => "agent",
         }
     }
 }
@@ -383,7 +383,7 @@ impl Metrics {
     }
 
     /// Counts one error of `kind` (a port error's `metric_label()`) from `source`.
-    pub fn error(&self, source: Source, kind: &'static str) {
+    pub fn error(&self, source: ErrorSource, kind: &'static str) {
         let labels = ErrorLabels {
             source: source.label(),
             kind,
@@ -393,12 +393,12 @@ impl Metrics {
 
     /// Counts an images-port error.
     pub fn image_error(&self, e: &crate::images::Error) {
-        self.error(Source::Images, e.metric_label());
+        self.error(ErrorSource::Images, e.metric_label());
     }
 
     /// Counts a weights-port error.
     pub fn weights_error(&self, e: &crate::weights::Error) {
-        self.error(Source::Weights, e.metric_label());
+        self.error(ErrorSource::Weights, e.metric_label());
     }
 
     /// Records one finished reconcile pass.

@@ -18,9 +18,8 @@ use tracing::{debug, instrument};
 
 use crate::api::{
     CONDITION_GPU_HEALTHY, CONDITION_MODELS_WARM, ColdNode, ColdNodeSpec, ColdNodeStatus,
-    MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, WARMING_TAINT_KEY, model_label_key,
+    Condition, MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, WARMING_TAINT_KEY, model_label_key,
 };
-use crate::plan::Condition;
 
 #[cfg(test)]
 mod tests;
@@ -161,14 +160,14 @@ impl NodeSurface {
     }
 
     /// Whether the node carries the startup taint.
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, err(level = "debug"))]
     pub async fn has_warming_taint(&self) -> Result<bool, Error> {
         let node = self.get_node().await?;
         Ok(taints(&node).iter().any(|t| t["key"] == WARMING_TAINT_KEY))
     }
 
     /// Removes the startup taint, keeping every other taint; `Ok(false)` when it was absent.
-    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn remove_warming_taint(&self) -> Result<bool, Error> {
         self.remove_warming_taint_with(|| {}).await
     }
@@ -218,7 +217,7 @@ impl NodeSurface {
 
     /// Makes our labels `coldstart.dev/model.<name>=ready` exactly `ready`; other labels are
     /// left alone. Returns whether a write was needed.
-    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn set_model_labels(&self, ready: &BTreeSet<String>) -> Result<bool, Error> {
         let node = self.get_node().await?;
         let have = node.metadata.labels.unwrap_or_default();
@@ -253,7 +252,7 @@ impl NodeSurface {
     /// Applies our node conditions (server-side apply on `nodes/status`, forced, only our
     /// types). A condition keeps its lastTransitionTime while its status stays the same;
     /// nothing is written when nothing changed. Returns whether a write was made.
-    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn apply_conditions(
         &self,
         conds: &[Condition],
@@ -297,7 +296,7 @@ impl NodeSurface {
 
     /// Writes our ColdNode's status (creating the ColdNode first if missing), at most once per
     /// `status_interval` unless the phase changed. Returns whether a write was made.
-    #[instrument(skip_all, fields(node = %self.settings.node), err)]
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn write_status(
         &mut self,
         status: &ColdNodeStatus,

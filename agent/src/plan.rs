@@ -1,32 +1,28 @@
 //! The pure planner: from what the node looks like (its labels, the ColdModels, what the local
-//! ports report) and `now`, what to do next. No async, no I/O, no clock: the loop gathers the
-//! inputs, calls [`plan`] and executes the [`Plan`].
+//! ports report) and the time of the pass, what to do next. No async, no I/O, no clock: the
+//! loop gathers the inputs, calls [`plan`] and executes the [`Plan`]. Every decision lives
+//! here, retries and periodic re-syncs included ([`retry`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ColdModel, ColdNodeStatus, ModelStatus, PartPhase, PartStatus, Phase};
+use crate::api::{ColdModel, ColdNodeStatus, Condition, name_of};
 
+pub mod retry;
 mod selector;
+mod status;
 #[cfg(test)]
 mod tests;
 
+pub use retry::{Backoff, Failed, Mono};
 pub use selector::matches;
+pub use status::{REASON_DEADLINE, REASON_FAILED, REASON_WARM, REASON_WARMING};
 
-/// Reason of `ColdstartModelsWarm=True`.
-pub const REASON_WARM: &str = "ModelsWarm";
-/// Reason of `ColdstartModelsWarm=False` while work is in progress.
-pub const REASON_WARMING: &str = "Warming";
-/// Reason of `ColdstartModelsWarm=False` when a model failed (before the deadline).
-pub const REASON_FAILED: &str = "ModelFailed";
-/// Reason of `ColdstartModelsWarm=False` past the warming deadline.
-pub const REASON_DEADLINE: &str = "WarmingDeadlineExceeded";
-
-/// State of an image in containerd, as the images port reports it.
+/// An image in containerd, as the images port and the warmer's records report it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ImageState {
+pub enum LocalImage {
     /// Not there.
     #[default]
     Absent,
@@ -37,33 +33,37 @@ pub enum ImageState {
         /// Carries the pinned label.
         pinned: bool,
     },
-    /// The last pull failed for this reason (a metric label); the loop backs off.
-    Failed(String),
+    /// The last pull failed (or containerd could not say: then with no failures counted).
+    Failed(Failed),
 }
 
-/// State of a model's weights in the cache, as the weights port reports it.
+/// A model's weights in the cache, as the weights port and the warmer's records report them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum WeightsState {
-    /// No snapshot.
+pub enum LocalWeights {
+    /// No snapshot of the model's current spec.
     #[default]
     Absent,
     /// A sync is in flight.
     Syncing,
-    /// A snapshot exists but is not verified against its digests.
+    /// A snapshot the agent did not verify in this run (found in the cache at start-up).
     Present,
-    /// A snapshot exists and is verified.
-    Verified,
-    /// The last sync failed for this reason (a metric label); the loop backs off.
-    Failed(String),
+    /// Synced and verified for the model's current spec, and still in the cache.
+    Verified {
+        /// When the last sync of it ended, successful or not (a failed periodic re-sync
+        /// leaves the verified snapshot in place).
+        last_attempt: Mono,
+    },
+    /// The last sync of the current spec failed and nothing verified is held.
+    Failed(Failed),
 }
 
 /// What the local ports report.
 #[derive(Debug, Clone, Default)]
 pub struct Local {
     /// Images the agent manages, by reference.
-    pub images: BTreeMap<String, ImageState>,
+    pub images: BTreeMap<String, LocalImage>,
     /// Weights held or in flight, by ColdModel name.
-    pub weights: BTreeMap<String, WeightsState>,
+    pub weights: BTreeMap<String, LocalWeights>,
     /// Since when each model whose weights are held has been unselected (kept by the loop from
     /// [`Plan::unselected`]: the first time a name appears there, until it leaves it).
     pub unselected_since: BTreeMap<String, Timestamp>,
@@ -80,15 +80,17 @@ pub struct Inputs<'a> {
     pub current: Option<&'a ColdNodeStatus>,
     /// What the local ports report.
     pub local: &'a Local,
-    /// GPU health; `true` until the GPU module provides it.
+    /// Whether the GPUs are healthy (always true where no GPU monitor runs).
     pub gpu_healthy: bool,
     /// While the startup taint is on: when warming must be done; `None` once it is off.
     pub warming_deadline: Option<Timestamp>,
-    /// The time of the pass.
+    /// Wall time of the pass: for status and the warming deadline.
     pub now: Timestamp,
+    /// Monotonic time of the pass: for retries and re-syncs.
+    pub clock: Mono,
 }
 
-/// Limits on concurrent work and on removal.
+/// Limits on concurrent work, retries and removal.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Image pulls at once (images are large: one keeps the disk and the link for one).
@@ -97,6 +99,11 @@ pub struct Limits {
     pub weight_syncs: usize,
     /// How long unselected weights stay before eviction (a model may come back).
     pub eviction_grace: Duration,
+    /// Wait before trying a failed pull or sync again.
+    pub backoff: Backoff,
+    /// A Ready model is synced again (listing plus fingerprints; downloads only what changed
+    /// or went missing) this long after its last sync ended, one model at a time.
+    pub resync_interval: Duration,
 }
 
 impl Default for Limits {
@@ -105,21 +112,10 @@ impl Default for Limits {
             image_pulls: 1,
             weight_syncs: 2,
             eviction_grace: Duration::from_secs(3600),
+            backoff: Backoff::DEFAULT,
+            resync_interval: Duration::from_secs(6 * 3600),
         }
     }
-}
-
-/// A node condition we own, without timestamps (the node surface keeps them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    /// `ColdstartModelsWarm` or `ColdstartGPUHealthy`.
-    pub type_: &'static str,
-    /// True or False.
-    pub status: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// Human-readable detail.
-    pub message: String,
 }
 
 /// What to do next.
@@ -133,8 +129,10 @@ pub struct Plan {
     pub pin_images: Vec<String>,
     /// Pinned images no selected model wants any more.
     pub unpin_images: Vec<String>,
-    /// Weight syncs to start, by model name: (name, Hub repo, revision).
-    pub sync_weights: Vec<(String, String, Option<String>)>,
+    /// Weight syncs to start, by ColdModel name.
+    pub sync_weights: Vec<String>,
+    /// A periodic re-sync of a Ready model to start (at most one, when no sync runs).
+    pub resync_weights: Option<String>,
     /// Models whose weights are held but which are not selected.
     pub unselected: Vec<String>,
     /// Weights to evict (unselected for longer than the grace period).
@@ -150,38 +148,42 @@ pub struct Plan {
     pub status: ColdNodeStatus,
 }
 
+/// The ColdModels of `models` selected for a node with `labels` (named ones only).
+pub fn selected<'a>(
+    models: &'a [ColdModel],
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a ColdModel> {
+    models
+        .iter()
+        .filter(|m| m.metadata.name.is_some())
+        .filter(|m| matches(m.spec.node_selector.as_ref(), labels))
+        .collect()
+}
+
 /// Plans one pass.
 pub fn plan(inp: &Inputs<'_>, limits: &Limits) -> Plan {
-    let selected: Vec<&ColdModel> = inp
-        .models
-        .iter()
-        .filter(|m| matches(m.spec.node_selector.as_ref(), inp.node_labels))
-        .filter(|m| m.metadata.name.is_some())
-        .collect();
-    let names: BTreeSet<String> = selected.iter().map(|m| name(m).to_string()).collect();
+    let selected = selected(inp.models, inp.node_labels);
+    let names: BTreeSet<String> = selected.iter().map(|m| name_of(m).to_string()).collect();
     let wanted_images: BTreeSet<&str> = selected
         .iter()
         .filter_map(|m| m.spec.image.as_deref())
         .collect();
-    let statuses: Vec<ModelStatus> = selected.iter().map(|m| model_status(m, inp)).collect();
-    let ready_labels: BTreeSet<String> = statuses
-        .iter()
-        .filter(|s| s.phase == Phase::Ready)
-        .map(|s| s.name.clone())
-        .collect();
+    let statuses = status::models(&selected, inp);
+    let ready_labels = status::ready(&statuses);
     let mut plan = Plan {
         selected: names.clone(),
         pull_images: Vec::new(),
         pin_images: Vec::new(),
         unpin_images: Vec::new(),
         sync_weights: Vec::new(),
+        resync_weights: None,
         unselected: Vec::new(),
         evict_weights: Vec::new(),
         remove_warming_taint: inp.gpu_healthy && ready_labels.len() == statuses.len(),
-        models_warm: warm_condition(&statuses, ready_labels.len(), inp),
+        models_warm: status::warm_condition(&statuses, ready_labels.len(), inp),
         ready_labels,
         status: ColdNodeStatus {
-            phase: overall(&statuses),
+            phase: status::overall(&statuses),
             models: statuses,
             gpu: inp.current.and_then(|c| c.gpu.clone()),
             updated_at: None,
@@ -192,31 +194,32 @@ pub fn plan(inp: &Inputs<'_>, limits: &Limits) -> Plan {
     plan
 }
 
-fn name(m: &ColdModel) -> &str {
-    m.metadata.name.as_deref().unwrap_or_default()
-}
-
 fn plan_images(inp: &Inputs<'_>, limits: &Limits, wanted: &BTreeSet<&str>, plan: &mut Plan) {
     let state = |r: &str| inp.local.images.get(r).cloned().unwrap_or_default();
     let pulling = inp
         .local
         .images
         .values()
-        .filter(|s| **s == ImageState::Pulling)
+        .filter(|s| **s == LocalImage::Pulling)
         .count();
     let mut free = limits.image_pulls.saturating_sub(pulling);
     for image in wanted {
-        match state(image) {
-            ImageState::Absent | ImageState::Failed(_) if free > 0 => {
-                free -= 1;
-                plan.pull_images.push(image.to_string());
+        let start = match state(image) {
+            LocalImage::Absent => true,
+            LocalImage::Failed(f) => retry::retry_due(&limits.backoff, &f, inp.clock),
+            LocalImage::Present { pinned: false } => {
+                plan.pin_images.push(image.to_string());
+                false
             }
-            ImageState::Present { pinned: false } => plan.pin_images.push(image.to_string()),
-            _ => {}
+            LocalImage::Pulling | LocalImage::Present { pinned: true } => false,
+        };
+        if start && free > 0 {
+            free -= 1;
+            plan.pull_images.push(image.to_string());
         }
     }
     for (image, s) in &inp.local.images {
-        if *s == (ImageState::Present { pinned: true }) && !wanted.contains(image.as_str()) {
+        if *s == (LocalImage::Present { pinned: true }) && !wanted.contains(image.as_str()) {
             plan.unpin_images.push(image.clone());
         }
     }
@@ -232,29 +235,36 @@ fn plan_weights(
     let weights = &inp.local.weights;
     let syncing = weights
         .values()
-        .filter(|s| **s == WeightsState::Syncing)
+        .filter(|s| **s == LocalWeights::Syncing)
         .count();
     let mut free = limits.weight_syncs.saturating_sub(syncing);
+    let mut resync = None;
     for m in selected {
-        let state = weights.get(name(m)).cloned().unwrap_or_default();
-        let start = matches!(
-            state,
-            WeightsState::Absent | WeightsState::Present | WeightsState::Failed(_)
-        );
+        let start = match weights.get(name_of(m)).cloned().unwrap_or_default() {
+            LocalWeights::Absent | LocalWeights::Present => true,
+            LocalWeights::Failed(f) => retry::retry_due(&limits.backoff, &f, inp.clock),
+            LocalWeights::Verified { last_attempt } => {
+                if resync.is_none()
+                    && retry::resync_due(limits.resync_interval, last_attempt, inp.clock)
+                {
+                    resync = Some(name_of(m).to_string());
+                }
+                false
+            }
+            LocalWeights::Syncing => false,
+        };
         if start && free > 0 {
             free -= 1;
-            let spec = &m.spec;
-            let job = (
-                name(m).to_string(),
-                spec.repo.clone(),
-                spec.revision.clone(),
-            );
-            plan.sync_weights.push(job);
+            plan.sync_weights.push(name_of(m).to_string());
         }
+    }
+    // Re-syncs only refresh what is already warm: one at a time, and never beside other syncs.
+    if syncing == 0 && plan.sync_weights.is_empty() {
+        plan.resync_weights = resync;
     }
     let grace = SignedDuration::try_from(limits.eviction_grace).unwrap_or(SignedDuration::MAX);
     for (model, state) in weights {
-        if names.contains(model) || *state == WeightsState::Syncing {
+        if names.contains(model) || *state == LocalWeights::Syncing {
             continue;
         }
         plan.unselected.push(model.clone());
@@ -262,97 +272,5 @@ fn plan_weights(
         if since.is_some_and(|t| inp.now.duration_since(*t) >= grace) {
             plan.evict_weights.push(model.clone());
         }
-    }
-}
-
-fn image_part(m: &ColdModel, inp: &Inputs<'_>) -> Option<PartStatus> {
-    let image = m.spec.image.as_deref()?;
-    let (phase, reason) = match inp.local.images.get(image).cloned().unwrap_or_default() {
-        ImageState::Absent => (PartPhase::Pending, None),
-        ImageState::Pulling => (PartPhase::Pulling, None),
-        ImageState::Present { .. } => (PartPhase::Ready, None),
-        ImageState::Failed(r) => (PartPhase::Failed, Some(r)),
-    };
-    Some(part(phase, reason))
-}
-
-fn weights_part(m: &ColdModel, inp: &Inputs<'_>) -> PartStatus {
-    let (phase, reason) = match inp.local.weights.get(name(m)).cloned().unwrap_or_default() {
-        WeightsState::Absent => (PartPhase::Pending, None),
-        WeightsState::Syncing => (PartPhase::Syncing, None),
-        WeightsState::Present => (PartPhase::Verifying, None),
-        WeightsState::Verified => (PartPhase::Ready, None),
-        WeightsState::Failed(r) => (PartPhase::Failed, Some(r)),
-    };
-    part(phase, reason)
-}
-
-fn part(phase: PartPhase, reason: Option<String>) -> PartStatus {
-    PartStatus {
-        phase,
-        reason,
-        ..PartStatus::default()
-    }
-}
-
-fn model_status(m: &ColdModel, inp: &Inputs<'_>) -> ModelStatus {
-    let image = image_part(m, inp);
-    let weights = weights_part(m, inp);
-    let parts: Vec<PartPhase> = image.iter().chain([&weights]).map(|p| p.phase).collect();
-    let phase = if parts.contains(&PartPhase::Failed) {
-        Phase::Failed
-    } else if parts.iter().all(|p| *p == PartPhase::Ready) {
-        Phase::Ready
-    } else if parts.iter().all(|p| *p == PartPhase::Pending) {
-        Phase::Pending
-    } else {
-        Phase::Warming
-    };
-    ModelStatus {
-        name: name(m).to_string(),
-        phase,
-        observed_generation: m.metadata.generation,
-        image,
-        weights: Some(weights),
-    }
-}
-
-fn overall(models: &[ModelStatus]) -> Phase {
-    let phases: Vec<Phase> = models.iter().map(|m| m.phase).collect();
-    if phases.contains(&Phase::Failed) {
-        Phase::Failed
-    } else if phases.iter().all(|p| *p == Phase::Ready) {
-        Phase::Ready
-    } else if phases.iter().all(|p| *p == Phase::Pending) {
-        Phase::Pending
-    } else {
-        Phase::Warming
-    }
-}
-
-fn warm_condition(models: &[ModelStatus], ready: usize, inp: &Inputs<'_>) -> Condition {
-    let total = models.len();
-    let waiting: Vec<&str> = models
-        .iter()
-        .filter(|m| m.phase != Phase::Ready)
-        .map(|m| m.name.as_str())
-        .collect();
-    let mut message = format!("{ready} of {total} models warm");
-    if !waiting.is_empty() {
-        message.push_str(&format!("; waiting for {}", waiting.join(", ")));
-    }
-    let failed = models.iter().any(|m| m.phase == Phase::Failed);
-    let late = inp.warming_deadline.is_some_and(|d| inp.now >= d);
-    let (status, reason) = match () {
-        () if waiting.is_empty() => (true, REASON_WARM),
-        () if late => (false, REASON_DEADLINE),
-        () if failed => (false, REASON_FAILED),
-        () => (false, REASON_WARMING),
-    };
-    Condition {
-        type_: crate::api::CONDITION_MODELS_WARM,
-        status,
-        reason,
-        message,
     }
 }

@@ -91,7 +91,7 @@ pub enum Event {
 /// Outcome of a successful pre-pull.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    /// Normalised reference.
+    /// The image, as a normalised reference (`registry/repo:tag`).
     pub image: String,
     /// Runtime facts.
     pub runtime: RuntimeInfo,

@@ -20,8 +20,9 @@ use crate::agent::{self, Reconcile};
 use crate::api::{ColdModel, ColdNodeStatus};
 use crate::gpu;
 use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
-use crate::plan::{self, Inputs, Limits};
-use crate::warmer::{self, CredentialError, Credentials, Warmer};
+use crate::plan::Limits;
+use crate::warmer::{CredentialError, Credentials, PassInputs, Warmer};
+use crate::weights::Weights;
 
 pub mod client;
 mod edit;
@@ -36,13 +37,9 @@ pub use client::{ClientError, NodeClient};
 pub use edit::{ModelsFile, Put};
 pub use models::{Desired, ModelEntry, NamedModel, parse};
 pub use socket::{ApiError, ApiState, NodeStatus};
-pub use source::Source;
+pub use source::DesiredSource;
 pub use status::{STATUS_FILE, StatusFile};
 
-/// Default desired-state file.
-pub const DEFAULT_MODELS_FILE: &str = "/etc/coldstart/models.toml";
-/// Default socket of the local API.
-pub const DEFAULT_SOCKET: &str = "/run/coldstart/agent.sock";
 /// An unchanged status file is rewritten this often, so readers can tell the agent is live.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -52,7 +49,7 @@ pub enum Error {
     /// The file does not parse or holds an invalid entry.
     #[error("models file {}: {reason}", path.display())]
     Invalid {
-        /// The file.
+        /// The models file (or its lock file).
         path: PathBuf,
         /// What is wrong, on one line.
         reason: String,
@@ -136,17 +133,17 @@ impl Credentials for FileCredentials {
 }
 
 /// The standalone pass.
-pub struct Standalone<I> {
+pub struct Standalone<I, W> {
     settings: Settings,
-    warmer: Warmer<I>,
-    source: Source,
+    warmer: Warmer<I, W>,
+    source: DesiredSource,
     status_file: StatusFile,
     status: Arc<Mutex<ColdNodeStatus>>,
     current: Option<ColdNodeStatus>,
     gpu: Option<Arc<gpu::Monitor>>,
 }
 
-impl<I> std::fmt::Debug for Standalone<I> {
+impl<I, W> std::fmt::Debug for Standalone<I, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Standalone")
             .field("settings", &self.settings)
@@ -155,10 +152,10 @@ impl<I> std::fmt::Debug for Standalone<I> {
     }
 }
 
-impl<I: Images + 'static> Standalone<I> {
+impl<I, W> Standalone<I, W> {
     /// The pass over `warmer`; `wake` is notified when the models file changes.
-    pub fn new(settings: Settings, warmer: Warmer<I>, wake: Arc<Notify>) -> Standalone<I> {
-        let source = Source::new(ModelsFile::new(settings.models_file.clone()), wake);
+    pub fn new(settings: Settings, warmer: Warmer<I, W>, wake: Arc<Notify>) -> Standalone<I, W> {
+        let source = DesiredSource::new(ModelsFile::new(settings.models_file.clone()), wake);
         Standalone {
             status_file: StatusFile::new(settings.state_dir.clone(), STATUS_REFRESH),
             settings,
@@ -172,7 +169,7 @@ impl<I: Images + 'static> Standalone<I> {
 
     /// Reports GPU health from `monitor` in the status (and gates nothing: there is no
     /// scheduler to tell; the status file and `coldctl --node nodes` show it).
-    pub fn with_gpu(mut self, monitor: Arc<gpu::Monitor>) -> Standalone<I> {
+    pub fn with_gpu(mut self, monitor: Arc<gpu::Monitor>) -> Standalone<I, W> {
         self.gpu = Some(monitor);
         self
     }
@@ -196,38 +193,31 @@ impl<I: Images + 'static> Standalone<I> {
     }
 }
 
-impl<I: Images + 'static> Reconcile for Standalone<I> {
+impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Standalone<I, W> {
     async fn reconcile(&mut self, _shutdown: &CancellationToken) -> Result<(), agent::Error> {
         // A bad file keeps the last good models in force: the pass goes on with them and
         // reports the error at the end.
         let refreshed = self.source.refresh();
         let now = Timestamp::now();
         let models = self.source.desired().models.clone();
-        let labels = BTreeMap::new();
-        let selected = warmer::selected(&models, &labels);
-        let local = self.warmer.observe(&selected).await;
         let gpu = match &self.gpu {
             Some(m) => Some(m.snapshot_async(None, false).await),
             None => None,
         };
-        if let Some(r) = &gpu {
-            self.warmer.metrics().gpu(r);
-        }
-        let inputs = Inputs {
-            node_labels: &labels,
+        let creds = self.credentials();
+        let labels = BTreeMap::new();
+        let inputs = PassInputs {
+            labels: &labels,
             models: &models,
             current: self.current.as_ref(),
-            local: &local,
-            gpu_healthy: gpu.as_ref().is_none_or(|r| r.healthy),
+            gpu: gpu.as_ref(),
             warming_deadline: None,
             now,
         };
-        let mut plan = plan::plan(&inputs, &self.settings.limits);
-        plan.status.gpu = gpu.as_ref().map(gpu::status);
-        let creds = self.credentials();
-        self.warmer.execute(&plan, &models, &creds, now).await;
-        self.warmer
-            .decorate(&mut plan.status, self.current.as_ref(), &models, now);
+        let mut plan = self
+            .warmer
+            .pass(inputs, &self.settings.limits, &creds)
+            .await;
         plan.status.updated_at = Some(Time(now));
         debug!(
             selected = plan.selected.len(),
@@ -236,14 +226,15 @@ impl<I: Images + 'static> Reconcile for Standalone<I> {
             pulls = plan.pull_images.len(),
             "planned"
         );
-        let written = self.status_file.write(&plan.status);
+        let written = self.status_file.write(&plan.status).await;
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = plan.status.clone();
         self.current = Some(plan.status);
         if let Err(e) = written {
-            warn!(error = %e, file = %self.status_file.path().display(), "cannot write the status file");
-            return Err(agent::Error::Weights(e));
+            let file = self.status_file.path();
+            warn!(error = %crate::errors::chain(&e), file = %file.display(), "cannot write the status file");
+            return Err(agent::Error::StatusFile(e));
         }
-        refreshed.map_err(|e| agent::Error::Desired(e.to_string()))
+        refreshed.map_err(|e| agent::Error::Desired(crate::errors::chain(&e)))
     }
 
     async fn shutdown(&mut self) {

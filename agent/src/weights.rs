@@ -9,12 +9,16 @@
 //! - [`sync`]: one model revision end to end.
 //! - [`budget`]: the cache's byte budget and the LRU eviction planner.
 //! - [`watch`]: re-verification of what changes underneath the cache (inotify).
+//! - [`Weights`]: the port the orchestration drives (sync with progress, inventory, evict,
+//!   verify); [`HubWeights`] is the real one, [`fake::Fake`] the stand-in with failure knobs.
 
 pub mod budget;
 pub mod cache;
+pub mod fake;
 pub mod filter;
 pub mod hub;
 pub mod names;
+mod port;
 pub mod sync;
 pub mod transfer;
 pub mod watch;
@@ -22,6 +26,7 @@ pub mod watch;
 use std::path::PathBuf;
 
 pub use names::{RepoId, safe_relative_path};
+pub use port::{HubWeights, SyncJob, SyncProgress, SyncSettings, Synced, Weights};
 
 /// One file of a repository's tree, as the Hub's tree listing reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,7 +92,7 @@ pub enum Error {
     InvalidRepoId {
         /// What was given.
         id: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// A file name in the tree would escape the snapshot or is otherwise unusable.
@@ -95,7 +100,7 @@ pub enum Error {
     HostileName {
         /// The name as the Hub sent it (escaped when printed).
         path: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// The Hub says the repository or revision does not exist.
@@ -119,7 +124,7 @@ pub enum Error {
     Http {
         /// URL (never with credentials).
         url: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// Downloaded content does not match its digest or size.
@@ -164,26 +169,29 @@ pub enum Error {
     InvalidSize {
         /// What was given (cut to 64 characters).
         value: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// The cache holds something we did not put there (a symlink where a directory should
     /// be, a file outside the layout).
     #[error("unsafe cache entry {path}: {reason}")]
     UnsafeCache {
-        /// The entry.
+        /// The entry in the cache that is not as we wrote it.
         path: PathBuf,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
+    /// A careful filesystem step of the cache failed ([`crate::fsx`]).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::Error),
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
-        /// Path.
+        /// The path the step worked on.
         path: PathBuf,
-        /// Cause.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -192,15 +200,15 @@ pub enum Error {
     Pattern {
         /// The pattern.
         pattern: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
     /// The Hub answered something we cannot use.
     #[error("unexpected hub answer from {url}: {reason}")]
     Protocol {
-        /// URL.
+        /// The request's URL (never with credentials).
         url: String,
-        /// Why.
+        /// What is wrong, on one line, for people.
         reason: String,
     },
 }
@@ -219,6 +227,8 @@ impl Error {
             Error::OverBudget { .. } => "over_budget",
             Error::InvalidSize { .. } => "invalid_size",
             Error::UnsafeCache { .. } => "unsafe_cache",
+            Error::Fs(crate::fsx::Error::Unsafe { .. }) => "unsafe_cache",
+            Error::Fs(e) => e.metric_label(),
             Error::Io { source, .. } if source.raw_os_error() == Some(28) => "disk_full",
             Error::Io { .. } => "io",
             Error::Pattern { .. } => "pattern",

@@ -350,7 +350,7 @@ fn the_systemd_unit_matches_the_agent() {
         "{exec}"
     );
     assert_eq!(words.collect::<Vec<_>>(), ["run", "--standalone"], "{exec}");
-    let socket = Path::new(coldstart_agent::standalone::DEFAULT_SOCKET);
+    let socket = Path::new(coldstart_agent::config::DEFAULT_SOCKET);
     assert_eq!(
         Path::new("/run").join(one("RuntimeDirectory")),
         socket.parent().expect("socket dir")
@@ -359,7 +359,7 @@ fn the_systemd_unit_matches_the_agent() {
         Path::new("/var/lib").join(one("StateDirectory")),
         Path::new(coldstart_agent::config::DEFAULT_CACHE_ROOT)
     );
-    let models = Path::new(coldstart_agent::standalone::DEFAULT_MODELS_FILE);
+    let models = Path::new(coldstart_agent::config::DEFAULT_MODELS_FILE);
     let etc = Path::new("/etc").join(one("ConfigurationDirectory"));
     assert_eq!(etc, models.parent().expect("models dir"));
     assert!(values("ReadWritePaths").contains(&etc.display().to_string()));

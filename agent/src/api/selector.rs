@@ -15,7 +15,7 @@ mod tests;
 pub struct SelectorError {
     /// The requirement (or the whole selector) at fault.
     pub requirement: String,
-    /// Why.
+    /// What is wrong, on one line, for people.
     pub reason: String,
 }
 

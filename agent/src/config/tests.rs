@@ -221,11 +221,11 @@ fn standalone_paths_default_and_resolve() {
         .expect("valid");
     assert_eq!(
         cfg.models_file,
-        std::path::PathBuf::from(crate::standalone::DEFAULT_MODELS_FILE)
+        std::path::PathBuf::from(crate::config::DEFAULT_MODELS_FILE)
     );
     assert_eq!(
         cfg.socket,
-        std::path::PathBuf::from(crate::standalone::DEFAULT_SOCKET)
+        std::path::PathBuf::from(crate::config::DEFAULT_SOCKET)
     );
     let f = file(
         r#"

@@ -51,7 +51,7 @@ fn nvml_err(call: &'static str) -> impl Fn(NvmlError) -> Error {
 impl NvmlGpu {
     /// Loads and initialises NVML from `library` (default [`DEFAULT_NVML_LIBRARY`], searched
     /// the `dlopen` way). A library that cannot be loaded is [`Error::LibraryNotFound`].
-    #[instrument(skip_all, fields(library = tracing::field::Empty), err(level = "warn"))]
+    #[instrument(skip_all, fields(library = tracing::field::Empty), err(level = "debug"))]
     pub fn load(library: Option<&Path>) -> Result<NvmlGpu, Error> {
         let path: PathBuf = library.map_or_else(|| DEFAULT_NVML_LIBRARY.into(), Path::to_path_buf);
         let name = path.display().to_string();
@@ -102,7 +102,7 @@ impl NvmlGpu {
 }
 
 impl Gpu for NvmlGpu {
-    #[instrument(skip_all, fields(library = %self.library), err)]
+    #[instrument(skip_all, fields(library = %self.library), err(level = "debug"))]
     fn probe(&self) -> Result<Inventory, Error> {
         let nvml = self.nvml;
         let driver_version = nvml
@@ -130,7 +130,7 @@ impl Gpu for NvmlGpu {
         })
     }
 
-    #[instrument(level = "trace", skip_all, err(level = "warn"))]
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
     fn wait_xid(&self, timeout: Duration) -> Result<Option<XidEvent>, Error> {
         let mut guard = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {

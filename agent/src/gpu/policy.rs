@@ -159,11 +159,11 @@ pub struct Verdict {
 pub struct DeviceVerdict {
     /// NVML index.
     pub index: u32,
-    /// Healthy.
+    /// Whether every check passed.
     pub healthy: bool,
-    /// Why not.
+    /// Why it is not healthy: a stable CamelCase reason.
     pub reason: Option<&'static str>,
-    /// Detail.
+    /// Details for people.
     pub message: Option<String>,
 }
 

@@ -200,7 +200,7 @@ impl ContainerdImages {
 }
 
 impl Images for ContainerdImages {
-    #[instrument(skip_all, fields(socket = %self.cfg.socket.display()), err)]
+    #[instrument(skip_all, fields(socket = %self.cfg.socket.display()), err(level = "debug"))]
     async fn runtime_info(&self) -> Result<RuntimeInfo, Error> {
         let version = self.server_version().await?;
         let cri = self.cri_config().await?;
@@ -221,7 +221,7 @@ impl Images for ContainerdImages {
         })
     }
 
-    #[instrument(skip_all, fields(path = %path.display()), err)]
+    #[instrument(skip_all, fields(path = %path.display()), err(level = "debug"))]
     async fn disk_space(&self, path: &Path) -> Result<DiskSpace, Error> {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || statvfs_nearest(&path))
@@ -232,7 +232,7 @@ impl Images for ContainerdImages {
             })?
     }
 
-    #[instrument(skip_all, fields(image = %image), err)]
+    #[instrument(skip_all, fields(image = %image), err(level = "debug"))]
     async fn manifest(
         &self,
         image: &ImageRef,
@@ -247,7 +247,7 @@ impl Images for ContainerdImages {
             .await
     }
 
-    #[instrument(skip_all, fields(image = %image, handler = runtime_handler), err)]
+    #[instrument(skip_all, fields(image = %image, handler = runtime_handler), err(level = "debug"))]
     async fn pull(
         &self,
         image: &ImageRef,
@@ -283,7 +283,7 @@ impl Images for ContainerdImages {
         Ok(resp.into_inner().image_ref)
     }
 
-    #[instrument(skip_all, fields(blobs = blobs.len()), err)]
+    #[instrument(skip_all, fields(blobs = blobs.len()), err(level = "debug"))]
     async fn progress(&self, blobs: &[Blob]) -> Result<PullProgress, Error> {
         let mut content = ctd::content_client::ContentClient::new(self.channel.clone());
         let statuses = content
@@ -333,7 +333,7 @@ impl Images for ContainerdImages {
         })
     }
 
-    #[instrument(skip_all, fields(image = %image), err)]
+    #[instrument(skip_all, fields(image = %image), err(level = "debug"))]
     async fn status(&self, image: &ImageRef) -> Result<Option<ImageState>, Error> {
         let mut req = Request::new(cri::ImageStatusRequest {
             image: Some(cri::ImageSpec {
@@ -370,7 +370,7 @@ impl Images for ContainerdImages {
         }))
     }
 
-    #[instrument(skip_all, fields(image = %image, pinned), err)]
+    #[instrument(skip_all, fields(image = %image, pinned), err(level = "debug"))]
     async fn set_pinned(&self, image: &ImageRef, pinned: bool) -> Result<(), Error> {
         let records = self.image_records(image).await?;
         if records.is_empty() {
@@ -404,7 +404,7 @@ impl Images for ContainerdImages {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(image = %image), err)]
+    #[instrument(skip_all, fields(image = %image), err(level = "debug"))]
     async fn remove(&self, image: &ImageRef) -> Result<(), Error> {
         let mut req = Request::new(cri::RemoveImageRequest {
             image: Some(cri::ImageSpec {

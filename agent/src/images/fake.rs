@@ -18,7 +18,7 @@ use super::{
 
 /// A failure the fake injects into the next pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum ImageFault {
     /// The runtime socket is gone.
     Unavailable,
     /// The registry answers 404.
@@ -66,7 +66,7 @@ pub struct State {
     /// Bytes present per blob digest (complete when equal to the blob's size).
     pub content: HashMap<String, u64>,
     /// Failures injected into the next pulls, in order.
-    pub fail_pulls: VecDeque<Failure>,
+    pub fail_pulls: VecDeque<ImageFault>,
     /// When set, pulls stop moving bytes once this many were served in the attempt.
     pub stall_after: Option<u64>,
     /// When true, every call fails as if containerd were down.
@@ -292,31 +292,31 @@ impl Images for Fake {
         let name = image.to_string();
         match failure {
             None => {}
-            Some(Failure::Unavailable) => {
+            Some(ImageFault::Unavailable) => {
                 return Err(Error::Unavailable {
                     socket: "/fake/containerd.sock".into(),
                     reason: "connection refused".to_string(),
                 });
             }
-            Some(Failure::NotFound) => {
+            Some(ImageFault::NotFound) => {
                 return Err(Error::NotFound {
                     image: name,
                     reason: "not found".to_string(),
                 });
             }
-            Some(Failure::Unauthorized) => {
+            Some(ImageFault::Unauthorized) => {
                 return Err(Error::Unauthorized {
                     image: name,
                     reason: "401 Unauthorized".to_string(),
                 });
             }
-            Some(Failure::RegistryDown) => {
+            Some(ImageFault::RegistryDown) => {
                 return Err(Error::RegistryUnreachable {
                     image: name,
                     reason: "connection refused".to_string(),
                 });
             }
-            Some(Failure::NoSpace) => {
+            Some(ImageFault::NoSpace) => {
                 return Err(Error::NoSpace {
                     image: name,
                     reason: "no space left on device".to_string(),

@@ -6,6 +6,7 @@
 //! then the registry itself. Answers are bounded: a timeout per request, a few redirects, and
 //! manifests of at most [`MAX_MANIFEST_BYTES`].
 
+mod host;
 mod hosts;
 mod hosts_toml;
 mod manifest;
@@ -20,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::instrument;
 
 use super::{Error, ImageRef, RegistryAuth};
-use hosts::RegistryHost;
+use host::RegistryHost;
 use manifest::{Parsed, Platform, hex, parse, select_manifest, verify};
 use token::{Challenge, TokenRequest};
 
@@ -108,7 +109,7 @@ impl RegistryClient {
     /// The image's manifest for this node's platform, from the first configured host that
     /// serves it. `auth` goes to the image's own registry, never to mirrors (as CRI does when the
     /// credentials name the image's domain).
-    #[instrument(skip_all, fields(image = %image), err)]
+    #[instrument(skip_all, fields(image = %image), err(level = "debug"))]
     pub async fn manifest(
         &self,
         image: &ImageRef,
@@ -376,7 +377,7 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
 /// Map a failed request: no answer is [`Error::RegistryUnreachable`]; a refused TLS handshake,
 /// too many redirects or a malformed request are [`Error::Registry`].
 fn transport_error(image: &str, origin: &str, e: &reqwest::Error) -> Error {
-    let reason = format!("{origin}: {}", error_chain(e));
+    let reason = format!("{origin}: {}", crate::errors::chain(e));
     let tls = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
@@ -389,19 +390,4 @@ fn transport_error(image: &str, origin: &str, e: &reqwest::Error) -> Error {
             reason,
         }
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

@@ -12,7 +12,7 @@ fn every_family_is_exported_with_the_prefix_and_units() {
     m.add_bytes("gpt2", Part::Weights, 1024);
     m.set_rate("gpt2", Part::Weights, 512.0);
     m.observe_part(Part::Image, true, 42.0);
-    m.error(Source::Agent, "config_invalid");
+    m.error(ErrorSource::Agent, "config_invalid");
     m.pass(true, 0.01);
     let t = text(&m);
     for family in [

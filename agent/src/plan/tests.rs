@@ -1,11 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::ColdModel;
+use crate::api::{ColdModel, PartPhase, Phase};
 
 fn model(name: &str, image: Option<&str>, selector: Value) -> ColdModel {
     let mut spec = json!({"repo": format!("org/{name}")});
@@ -33,6 +34,24 @@ fn ts(s: i64) -> Timestamp {
     Timestamp::from_second(s).unwrap()
 }
 
+/// The monotonic time of every pass in these tests.
+const CLOCK: Mono = Mono(Duration::from_secs(100_000));
+
+fn verified() -> LocalWeights {
+    LocalWeights::Verified {
+        last_attempt: CLOCK,
+    }
+}
+
+/// A part that failed once, `ago` seconds before [`CLOCK`].
+fn failed(reason: &str, ago: u64) -> Failed {
+    Failed {
+        reason: reason.into(),
+        failures: 1,
+        at: Mono(CLOCK.0 - Duration::from_secs(ago)),
+    }
+}
+
 fn run(models: &[ColdModel], local: &Local, node: &[(&str, &str)]) -> Plan {
     let node_labels = labels(node);
     let inp = Inputs {
@@ -43,6 +62,7 @@ fn run(models: &[ColdModel], local: &Local, node: &[(&str, &str)]) -> Plan {
         gpu_healthy: true,
         warming_deadline: Some(ts(1000)),
         now: ts(100),
+        clock: CLOCK,
     };
     plan(&inp, &Limits::default())
 }
@@ -120,9 +140,7 @@ fn selection_by_node_labels() {
     ];
     let p = run(&models, &Local::default(), &[("pool", "a")]);
     assert_eq!(p.selected, ["a", "all"].map(String::from).into());
-    let synced: Vec<_> = p.sync_weights.iter().map(|j| j.0.as_str()).collect();
-    assert_eq!(synced, ["a", "all"]);
-    assert_eq!(p.sync_weights[0].1, "org/a");
+    assert_eq!(p.sync_weights, ["a", "all"]);
 }
 
 #[test]
@@ -135,11 +153,11 @@ fn one_image_pull_at_a_time_and_shared_images_pulled_once() {
     let p = run(&models, &Local::default(), &[]);
     assert_eq!(p.pull_images, ["img:1"]);
     let mut local = Local::default();
-    local.images.insert("img:1".into(), ImageState::Pulling);
+    local.images.insert("img:1".into(), LocalImage::Pulling);
     assert!(run(&models, &local, &[]).pull_images.is_empty());
     local
         .images
-        .insert("img:1".into(), ImageState::Present { pinned: false });
+        .insert("img:1".into(), LocalImage::Present { pinned: false });
     let p = run(&models, &local, &[]);
     assert_eq!(
         (p.pull_images, p.pin_images),
@@ -147,7 +165,7 @@ fn one_image_pull_at_a_time_and_shared_images_pulled_once() {
     );
     local
         .images
-        .insert("img:2".into(), ImageState::Failed("pull".into()));
+        .insert("img:2".into(), LocalImage::Failed(failed("pull", 60)));
     assert_eq!(
         run(&models, &local, &[]).pull_images,
         ["img:2"],
@@ -162,13 +180,12 @@ fn weight_syncs_up_to_the_limit() {
         .map(|n| model(n, None, json!(null)))
         .collect();
     let mut local = Local::default();
-    local.weights.insert("a".into(), WeightsState::Syncing);
-    local.weights.insert("b".into(), WeightsState::Verified);
-    local.weights.insert("c".into(), WeightsState::Present);
+    local.weights.insert("a".into(), LocalWeights::Syncing);
+    local.weights.insert("b".into(), verified());
+    local.weights.insert("c".into(), LocalWeights::Present);
     let p = run(&models, &local, &[]);
-    let jobs: Vec<_> = p.sync_weights.iter().map(|j| j.0.as_str()).collect();
     assert_eq!(
-        jobs,
+        p.sync_weights,
         ["c"],
         "one in flight, limit two, the unverified one first by name"
     );
@@ -178,12 +195,12 @@ fn weight_syncs_up_to_the_limit() {
 fn removal_unpins_unless_shared_and_evicts_after_grace() {
     let models = [model("b", Some("img:shared"), json!(null))];
     let mut local = Local::default();
-    let pinned = ImageState::Present { pinned: true };
+    let pinned = LocalImage::Present { pinned: true };
     local.images.insert("img:shared".into(), pinned.clone());
     local.images.insert("img:old".into(), pinned);
-    local.weights.insert("b".into(), WeightsState::Verified);
-    local.weights.insert("gone".into(), WeightsState::Verified);
-    local.weights.insert("late".into(), WeightsState::Verified);
+    local.weights.insert("b".into(), verified());
+    local.weights.insert("gone".into(), verified());
+    local.weights.insert("late".into(), verified());
     local.unselected_since.insert("late".into(), ts(100 - 3600));
     local.unselected_since.insert("gone".into(), ts(50));
     let p = run(&models, &local, &[]);
@@ -201,9 +218,9 @@ fn labels_taint_and_condition() {
     let mut local = Local::default();
     local
         .images
-        .insert("img".into(), ImageState::Present { pinned: true });
-    local.weights.insert("a".into(), WeightsState::Verified);
-    local.weights.insert("b".into(), WeightsState::Syncing);
+        .insert("img".into(), LocalImage::Present { pinned: true });
+    local.weights.insert("a".into(), verified());
+    local.weights.insert("b".into(), LocalWeights::Syncing);
     let p = run(&models, &local, &[]);
     assert_eq!(p.ready_labels, ["a".to_string()].into());
     assert!(!p.remove_warming_taint);
@@ -218,7 +235,7 @@ fn labels_taint_and_condition() {
         PartPhase::Syncing
     );
 
-    local.weights.insert("b".into(), WeightsState::Verified);
+    local.weights.insert("b".into(), verified());
     let p = run(&models, &local, &[]);
     assert!(p.remove_warming_taint);
     assert_eq!(p.ready_labels.len(), 2);
@@ -234,26 +251,10 @@ fn condition_reasons_table() {
     let models = [model("a", None, json!(null))];
     // (weights, gpu healthy, now, deadline) -> (status, reason, taint removed)
     let cases = [
+        (verified(), true, 100, Some(50), true, REASON_WARM, true),
+        (verified(), false, 100, None, true, REASON_WARM, false),
         (
-            WeightsState::Verified,
-            true,
-            100,
-            Some(50),
-            true,
-            REASON_WARM,
-            true,
-        ),
-        (
-            WeightsState::Verified,
-            false,
-            100,
-            None,
-            true,
-            REASON_WARM,
-            false,
-        ),
-        (
-            WeightsState::Syncing,
+            LocalWeights::Syncing,
             true,
             100,
             Some(1000),
@@ -262,7 +263,7 @@ fn condition_reasons_table() {
             false,
         ),
         (
-            WeightsState::Syncing,
+            LocalWeights::Syncing,
             true,
             1000,
             Some(1000),
@@ -271,7 +272,7 @@ fn condition_reasons_table() {
             false,
         ),
         (
-            WeightsState::Failed("hub".into()),
+            LocalWeights::Failed(failed("hub", 60)),
             true,
             100,
             None,
@@ -280,7 +281,7 @@ fn condition_reasons_table() {
             false,
         ),
         (
-            WeightsState::Failed("hub".into()),
+            LocalWeights::Failed(failed("hub", 60)),
             true,
             2000,
             Some(1000),
@@ -301,6 +302,7 @@ fn condition_reasons_table() {
             gpu_healthy: gpu,
             warming_deadline: deadline.map(ts),
             now: ts(now),
+            clock: CLOCK,
         };
         let p = plan(&inp, &Limits::default());
         let got = (
@@ -317,4 +319,117 @@ fn no_models_means_warm() {
     let p = run(&[], &Local::default(), &[]);
     assert!(p.remove_warming_taint && p.models_warm.status);
     assert_eq!(p.status.phase, Phase::Ready);
+}
+
+#[test]
+fn failed_parts_wait_for_their_backoff() {
+    let models = [model("a", Some("img"), json!(null))];
+    let limits = Limits {
+        backoff: Backoff::try_new(Duration::from_secs(10), Duration::from_secs(600)).unwrap(),
+        ..Limits::default()
+    };
+    let node = BTreeMap::new();
+    let run_at = |local: &Local| {
+        let inp = Inputs {
+            node_labels: &node,
+            models: &models,
+            current: None,
+            local,
+            gpu_healthy: true,
+            warming_deadline: None,
+            now: ts(100),
+            clock: CLOCK,
+        };
+        plan(&inp, &limits)
+    };
+    // (seconds since the failure, failures in a row) -> retried now
+    let cases = [
+        (5, 1, false),
+        (10, 1, true),
+        (15, 2, false),
+        (20, 2, true),
+        (0, 0, true),
+    ];
+    for (ago, failures, due) in cases {
+        let f = Failed {
+            failures,
+            ..failed("x", ago)
+        };
+        let mut local = Local::default();
+        local
+            .images
+            .insert("img".into(), LocalImage::Failed(f.clone()));
+        local.weights.insert("a".into(), LocalWeights::Failed(f));
+        let p = run_at(&local);
+        assert_eq!(
+            !p.pull_images.is_empty(),
+            due,
+            "pull {ago}s after {failures} failures"
+        );
+        assert_eq!(
+            !p.sync_weights.is_empty(),
+            due,
+            "sync {ago}s after {failures} failures"
+        );
+        assert_eq!(
+            p.status.phase,
+            Phase::Failed,
+            "Failed while waiting or retrying"
+        );
+    }
+}
+
+#[test]
+fn one_periodic_resync_at_a_time_and_only_when_nothing_else_syncs() {
+    let models: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| model(n, None, json!(null)))
+        .collect();
+    let hour = Duration::from_secs(3600);
+    let limits = Limits {
+        resync_interval: hour,
+        ..Limits::default()
+    };
+    let long_ago = LocalWeights::Verified {
+        last_attempt: Mono(CLOCK.0 - hour),
+    };
+    let node = BTreeMap::new();
+    let run_with = |local: &Local| {
+        let inp = Inputs {
+            node_labels: &node,
+            models: &models,
+            current: None,
+            local,
+            gpu_healthy: true,
+            warming_deadline: None,
+            now: ts(100),
+            clock: CLOCK,
+        };
+        plan(&inp, &limits)
+    };
+    let mut local = Local::default();
+    local.weights.insert("a".into(), verified());
+    local.weights.insert("b".into(), long_ago.clone());
+    local.weights.insert("c".into(), long_ago.clone());
+    let p = run_with(&local);
+    assert_eq!(
+        p.resync_weights.as_deref(),
+        Some("b"),
+        "the first due, alone"
+    );
+    assert!(p.sync_weights.is_empty());
+    assert_eq!(
+        p.status.phase,
+        Phase::Ready,
+        "a re-sync keeps the model Ready"
+    );
+
+    local.weights.insert("a".into(), LocalWeights::Syncing);
+    assert_eq!(run_with(&local).resync_weights, None, "another sync runs");
+    local.weights.insert("a".into(), LocalWeights::Absent);
+    let p = run_with(&local);
+    assert_eq!(
+        (p.sync_weights, p.resync_weights),
+        (vec!["a".to_string()], None)
+    );
 }

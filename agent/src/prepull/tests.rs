@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::images::Fake;
-use crate::images::fake::Failure;
+use crate::images::fake::ImageFault;
 
 const IMG: &str = "registry.coldstart.test/test/img:v1";
 
@@ -81,9 +81,9 @@ async fn disk_check_refuses_before_pulling() {
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_not_retried() {
     for (failure, label) in [
-        (Failure::NotFound, "not_found"),
-        (Failure::Unauthorized, "unauthorized"),
-        (Failure::NoSpace, "no_space"),
+        (ImageFault::NotFound, "not_found"),
+        (ImageFault::Unauthorized, "unauthorized"),
+        (ImageFault::NoSpace, "no_space"),
     ] {
         let fake = Fake::new();
         fake.publish(IMG, &[1 << 20]);
@@ -103,7 +103,7 @@ async fn transient_errors_back_off_then_succeed() {
     fake.publish(IMG, &[1 << 20]);
     fake.state()
         .fail_pulls
-        .extend([Failure::Unavailable, Failure::RegistryDown]);
+        .extend([ImageFault::Unavailable, ImageFault::RegistryDown]);
     let started = tokio::time::Instant::now();
     let mut backoffs = Vec::new();
     let report = prepull(&fake, &image(), None, &opts(), |e| {
@@ -125,7 +125,9 @@ async fn transient_errors_back_off_then_succeed() {
 async fn retries_give_up_after_the_last_attempt() {
     let fake = Fake::new();
     fake.publish(IMG, &[1 << 20]);
-    fake.state().fail_pulls.extend([Failure::RegistryDown; 10]);
+    fake.state()
+        .fail_pulls
+        .extend([ImageFault::RegistryDown; 10]);
     let err = prepull(&fake, &image(), None, &opts(), |_| {})
         .await
         .unwrap_err();

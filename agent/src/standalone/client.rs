@@ -27,7 +27,7 @@ pub enum ClientError {
     /// Nothing listens at the socket (no file, or a stale one).
     #[error("no agent listening at {}", path.display())]
     NoAgent {
-        /// The socket.
+        /// The agent's socket path.
         path: PathBuf,
     },
     /// The socket exists but this user may not connect.
@@ -36,21 +36,21 @@ pub enum ClientError {
         path.display()
     )]
     PermissionDenied {
-        /// The socket.
+        /// The agent's socket path.
         path: PathBuf,
     },
     /// Connecting or talking failed.
     #[error("talking to the agent at {}: {reason}", path.display())]
     Transport {
-        /// The socket.
+        /// The agent's socket path.
         path: PathBuf,
-        /// What failed.
+        /// What failed, with the cause.
         reason: String,
     },
     /// No answer in time.
     #[error("the agent at {} did not answer within {}s", path.display(), timeout.as_secs())]
     Timeout {
-        /// The socket.
+        /// The agent's socket path.
         path: PathBuf,
         /// The bound.
         timeout: Duration,
@@ -68,7 +68,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Stable label.
+    /// A stable label for scripts and metrics (`not_found`, `invalid_model`, ...).
     pub fn kind(&self) -> &str {
         match self {
             ClientError::NoAgent { .. } => "no_agent",

@@ -15,7 +15,7 @@ use nix::fcntl::Flock;
 
 use super::Error;
 use super::models::{self, Desired, Document, ModelEntry, NamedModel};
-use crate::weights::cache::fsx;
+use crate::fsx;
 
 // The models file and its lock file are 0644, like the cache's small files: the agent runs as
 // root; operators read them.

@@ -61,7 +61,7 @@ pub struct NodeStatus {
 pub struct ApiError {
     /// One line for people.
     pub error: String,
-    /// Stable label.
+    /// A stable label for scripts and metrics (`not_found`, `invalid_model`, ...).
     pub kind: String,
 }
 

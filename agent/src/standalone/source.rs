@@ -28,7 +28,7 @@ struct Stamp {
 }
 
 /// The desired state, reloaded on change.
-pub struct Source {
+pub struct DesiredSource {
     file: ModelsFile,
     wake: Arc<Notify>,
     changed: Arc<AtomicBool>,
@@ -41,9 +41,9 @@ pub struct Source {
     said_unwatched: bool,
 }
 
-impl std::fmt::Debug for Source {
+impl std::fmt::Debug for DesiredSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source")
+        f.debug_struct("DesiredSource")
             .field("file", &self.file)
             .field("models", &self.good.entries.len())
             .field("error", &self.error)
@@ -51,11 +51,11 @@ impl std::fmt::Debug for Source {
     }
 }
 
-impl Source {
-    /// The file, not read yet (the first [`Source::refresh`] reads it); `wake` is notified
+impl DesiredSource {
+    /// The file, not read yet (the first [`DesiredSource::refresh`] reads it); `wake` is notified
     /// from the watcher's own thread when the file changes.
-    pub fn new(file: ModelsFile, wake: Arc<Notify>) -> Source {
-        let mut source = Source {
+    pub fn new(file: ModelsFile, wake: Arc<Notify>) -> DesiredSource {
+        let mut source = DesiredSource {
             file,
             wake,
             changed: Arc::new(AtomicBool::new(true)),

@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::api::ColdNodeStatus;
-use crate::weights;
-use crate::weights::cache::fsx;
+use crate::fsx::{self, Error};
 
 /// Name of the status file in the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -38,8 +37,8 @@ impl StatusFile {
     }
 
     /// Writes `status` unless it equals the last one written (ignoring `updatedAt`) less than
-    /// `refresh` ago. Returns whether it wrote.
-    pub fn write(&mut self, status: &ColdNodeStatus) -> Result<bool, weights::Error> {
+    /// `refresh` ago, on the blocking pool (it fsyncs). Returns whether it wrote.
+    pub async fn write(&mut self, status: &ColdNodeStatus) -> Result<bool, Error> {
         let mut bare = status.clone();
         bare.updated_at = None;
         if let Some((last, at)) = &self.last
@@ -48,16 +47,19 @@ impl StatusFile {
         {
             return Ok(false);
         }
-        write_json(&self.dir, status)?;
+        let (dir, doc) = (self.dir.clone(), status.clone());
+        tokio::task::spawn_blocking(move || write_json(&dir, &doc))
+            .await
+            .map_err(|e| Error::io("write", self.path(), std::io::Error::other(e)))??;
         self.last = Some((bare, Instant::now()));
         Ok(true)
     }
 }
 
-fn write_json(dir: &Path, status: &ColdNodeStatus) -> Result<(), weights::Error> {
-    std::fs::create_dir_all(dir).map_err(|e| weights::Error::io("create dir", dir, e))?;
+fn write_json(dir: &Path, status: &ColdNodeStatus) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir, e))?;
     let mut bytes = serde_json::to_vec_pretty(status)
-        .map_err(|e| weights::Error::io("encode status", dir, std::io::Error::other(e)))?;
+        .map_err(|e| Error::io("encode status", dir, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     fsx::write_atomic(dir, STATUS_FILE, &bytes, 0o644)?;
     Ok(())

@@ -192,7 +192,7 @@ fn concurrent_edits_are_serialised_and_none_is_lost() {
 fn a_broken_reload_keeps_the_last_good_models() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
-    let mut source = Source::new(ModelsFile::new(&path), Arc::new(Notify::new()));
+    let mut source = DesiredSource::new(ModelsFile::new(&path), Arc::new(Notify::new()));
     source.refresh().expect("absent is fine");
     assert!(source.desired().entries.is_empty());
     write(&path, GOOD);
@@ -220,7 +220,7 @@ async fn a_change_wakes_the_loop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
     let wake = Arc::new(Notify::new());
-    let mut source = Source::new(ModelsFile::new(&path), wake.clone());
+    let mut source = DesiredSource::new(ModelsFile::new(&path), wake.clone());
     source.refresh().expect("absent");
     let woken = wake.notified();
     ModelsFile::new(&path)
@@ -233,16 +233,16 @@ async fn a_change_wakes_the_loop() {
     assert_eq!(names(source.desired()), ["org--alpha"]);
 }
 
-#[test]
-fn the_status_file_is_written_when_it_changes() {
+#[tokio::test]
+async fn the_status_file_is_written_when_it_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut f = StatusFile::new(dir.path().join("state"), Duration::from_secs(3600));
     let mut s = ColdNodeStatus::default();
-    assert!(f.write(&s).expect("first"));
+    assert!(f.write(&s).await.expect("first"));
     s.updated_at = Some(Time(Timestamp::now()));
-    assert!(!f.write(&s).expect("only the time changed"));
+    assert!(!f.write(&s).await.expect("only the time changed"));
     s.phase = Phase::Ready;
-    assert!(f.write(&s).expect("changed"));
+    assert!(f.write(&s).await.expect("changed"));
     let read: ColdNodeStatus =
         serde_json::from_slice(&std::fs::read(f.path()).expect("read")).expect("json");
     // Kubernetes times serialise to whole seconds.
@@ -384,7 +384,7 @@ async fn bad_json_is_a_400_and_a_stale_socket_is_replaced() {
 
 /// Runs passes (bounded) until `done` holds for the shared status.
 async fn passes_until(
-    pass: &mut Standalone<crate::images::Fake>,
+    pass: &mut Standalone<crate::images::Fake, crate::weights::HubWeights>,
     what: &str,
     done: impl Fn(&ColdNodeStatus) -> bool,
 ) {
@@ -441,10 +441,15 @@ async fn the_pass_pulls_pins_and_syncs_with_the_files_credentials_and_lets_go_of
     let cache =
         HubCache::open(&dir.path().join("hub"), Some(&dir.path().join("state"))).expect("cache");
     let wake = Arc::new(Notify::new());
+    let weights = crate::weights::HubWeights::new(
+        Arc::new(cache),
+        crate::weights::SyncSettings::new(&hub.url()),
+    );
     let warmer = Warmer::new(
         images.clone(),
-        Arc::new(cache),
-        warmer::Settings::new(&hub.url()),
+        Arc::new(weights),
+        &dir.path().join("state"),
+        crate::prepull::Options::default(),
         Arc::new(crate::metrics::Metrics::new()),
         wake.clone(),
     )

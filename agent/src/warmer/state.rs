@@ -4,8 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::weights::Error;
-use crate::weights::cache::fsx;
+use crate::fsx::{self, Error};
 
 const FILE: &str = "pinned-images.json";
 
@@ -23,7 +22,7 @@ impl ManagedImages {
         let path = state_dir.join(FILE);
         let refs = match fsx::read_optional(&path)? {
             Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::io("parse", &path, std::io::Error::other(e.to_string())))?,
+                .map_err(|e| Error::io("parse", &path, std::io::Error::other(e)))?,
             None => BTreeSet::new(),
         };
         Ok(ManagedImages {
@@ -45,14 +44,17 @@ impl ManagedImages {
         self.dirty |= self.refs.remove(image);
     }
 
-    /// Writes the list atomically when it changed.
-    pub(super) fn save(&mut self) -> Result<(), Error> {
+    /// Writes the list atomically when it changed, on the blocking pool (it fsyncs).
+    pub(super) async fn save(&mut self) -> Result<(), Error> {
         if !self.dirty {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&self.refs)
-            .map_err(|e| Error::io("encode", &self.dir, std::io::Error::other(e.to_string())))?;
-        fsx::write_atomic(&self.dir, FILE, &bytes, 0o644)?;
+            .map_err(|e| Error::io("encode", &self.dir, std::io::Error::other(e)))?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || fsx::write_atomic(&dir, FILE, &bytes, 0o644))
+            .await
+            .map_err(|e| Error::io("write", self.dir.join(FILE), std::io::Error::other(e)))??;
         self.dirty = false;
         Ok(())
     }

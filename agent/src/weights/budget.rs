@@ -15,7 +15,7 @@ use super::{Error, RepoId};
 /// refs) or a commit sha.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Wanted {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Branch, tag or commit.
     pub revision: String,
@@ -33,7 +33,7 @@ impl Wanted {
 /// One snapshot the planner chose to evict.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Evicted {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Commit of the snapshot.
     pub commit: String,

@@ -16,7 +16,6 @@
 //! live in the state directory, a sibling of the root (see [`HubCache::open`]).
 
 mod evict;
-pub(crate) mod fsx;
 mod hash;
 mod layout;
 mod publish;
@@ -32,13 +31,13 @@ use std::time::SystemTime;
 
 use super::{Error, RepoId, TreeEntry};
 
+pub use crate::fsx::TEMP_PREFIX;
 pub use evict::{CacheUsage, ModelUsage, SnapshotBlobs};
-pub use fsx::TEMP_PREFIX;
 pub use hash::{git_blob_sha1, hash_file, verify_blob};
 pub use layout::link_target;
 pub use report::{Problem, ProblemKind, VerifyMode, VerifyReport};
 
-use fsx::{BLOB_MODE, DIR_MODE};
+use crate::fsx::{self, BLOB_MODE, DIR_MODE};
 use layout::check_etag;
 
 /// Subdirectories of a repo folder.
@@ -118,7 +117,10 @@ impl HubCache {
 
     /// `blobs/` of a repo when it exists as a real directory chain.
     fn existing_blobs_dir(&self, repo: &RepoId) -> Result<Option<PathBuf>, Error> {
-        fsx::existing_dirs(&self.root, &[repo.cache_folder(), "blobs".to_string()])
+        Ok(fsx::existing_dirs(
+            &self.root,
+            &[repo.cache_folder(), "blobs".to_string()],
+        )?)
     }
 
     /// Creates the repo's directories and opens `blobs/<etag>.incomplete` for reading and
@@ -159,7 +161,7 @@ impl HubCache {
         let file = match fsx::open_read(&inc) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound && is_file(&blob)? => return Ok(blob),
-            Err(e) => return Err(fsx::open_error("open", &inc, e)),
+            Err(e) => return Err(fsx::open_error("open", &inc, e).into()),
         };
         if !file
             .metadata()

@@ -239,7 +239,7 @@ impl HubClient {
     }
 
     /// The commit a revision (branch, tag or commit) points at.
-    #[instrument(skip_all, fields(repo = %repo, revision), err)]
+    #[instrument(skip_all, fields(repo = %repo, revision), err(level = "debug"))]
     pub async fn resolve_revision(&self, repo: &RepoId, revision: &str) -> Result<String, Error> {
         let url = self.url(&format!(
             "/api/models/{repo}/revision/{}",
@@ -265,7 +265,7 @@ impl HubClient {
     }
 
     /// Every file of the repository at `commit` (directories dropped), names validated.
-    #[instrument(skip_all, fields(repo = %repo, commit), err)]
+    #[instrument(skip_all, fields(repo = %repo, commit), err(level = "debug"))]
     pub async fn list_tree(&self, repo: &RepoId, commit: &str) -> Result<Vec<TreeEntry>, Error> {
         let mut url = self.url(&format!("/api/models/{repo}/tree/{commit}?recursive=true"))?;
         let mut out = Vec::new();
@@ -310,7 +310,7 @@ impl HubClient {
 
     /// Where `path` at `commit` is downloaded from: HEAD on `resolve`, redirects followed by
     /// hand (relative ones against the endpoint), the token only while on the endpoint's host.
-    #[instrument(skip_all, fields(repo = %repo, path), err)]
+    #[instrument(skip_all, fields(repo = %repo, path), err(level = "debug"))]
     pub async fn resolve_file(
         &self,
         repo: &RepoId,

@@ -55,7 +55,7 @@ impl SyncOptions {
 /// What a sync did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncReport {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Revision asked for.
     pub revision: String,
@@ -117,7 +117,7 @@ impl Syncer {
     }
 
     /// Syncs `repo` at `opts.revision`; `now` is recorded as the model's last use.
-    #[instrument(skip_all, fields(repo = %repo, revision = %opts.revision), err)]
+    #[instrument(skip_all, fields(repo = %repo, revision = %opts.revision), err(level = "debug"))]
     pub async fn sync(
         &self,
         repo: &RepoId,

@@ -95,7 +95,7 @@ impl Engine {
 
     /// Downloads, verifies and finalizes `entry`'s blob; returns its path. A content mismatch
     /// discards the partial file and downloads once more before failing.
-    #[instrument(skip_all, fields(repo = %repo, path = %entry.path, size = entry.content_size()), err)]
+    #[instrument(skip_all, fields(repo = %repo, path = %entry.path, size = entry.content_size()), err(level = "debug"))]
     pub async fn fetch(
         &self,
         repo: &RepoId,

@@ -35,7 +35,7 @@ pub const MAX_PENDING: usize = 10_000;
 /// One snapshot to keep watching.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Target {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Commit of the snapshot.
     pub commit: String,
@@ -63,14 +63,14 @@ impl Default for WatchOptions {
 /// One re-verification, triggered by changes underneath the cache.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Reverified {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Commit of the snapshot.
     pub commit: String,
     /// Files of the snapshot re-verified because something under them changed; empty when
     /// the whole snapshot was (its directory changed, or events were lost).
     pub changed: Vec<String>,
-    /// The result.
+    /// What re-verification found.
     pub report: VerifyReport,
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::hosts::{CAP_ALL, CAP_PULL, CAP_PUSH, CAP_RESOLVE, RegistryHost, clean_path};
+use super::host::{CAP_ALL, CAP_PULL, CAP_PUSH, CAP_RESOLVE, RegistryHost, clean_path};
 
 /// Parse a `hosts.toml`: `[host."URL"]` entries in file order, then the top-level `server`
 /// (whose address stays empty when absent, for the default to fill). `base` resolves relative

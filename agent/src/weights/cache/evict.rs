@@ -7,14 +7,14 @@ use std::time::SystemTime;
 
 use super::super::{Error, RepoId};
 use super::HubCache;
-use super::fsx::{self, TEMP_PREFIX};
 use super::layout::{self, check_commit, etag_of_target};
 use super::state::{FINGERPRINTS, SELECTIONS, Selection, USAGE};
+use crate::fsx::{self, TEMP_PREFIX};
 
 /// One published commit of a model in the cache.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ModelUsage {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Commit of the snapshot.
     pub commit: String,
@@ -31,7 +31,7 @@ pub struct ModelUsage {
 /// What one published snapshot links, blob by blob: the input of the budget planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotBlobs {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: RepoId,
     /// Commit of the snapshot.
     pub commit: String,
@@ -307,7 +307,7 @@ impl HubCache {
                             let _ = f.read_to_string(&mut held);
                         }
                         Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                        Err(e) => return Err(fsx::open_error("open", &path, e)),
+                        Err(e) => return Err(fsx::open_error("open", &path, e).into()),
                     }
                     out.push((full, path, held.trim().to_string()));
                 }

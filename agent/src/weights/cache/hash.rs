@@ -7,7 +7,7 @@ use std::path::Path;
 use sha1::Digest as _;
 
 use super::super::{Digest, Error, TreeEntry};
-use super::fsx;
+use crate::fsx;
 
 /// Read buffer for hashing.
 const BUF: usize = 1 << 20;

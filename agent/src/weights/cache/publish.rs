@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::super::{Error, RepoId, TreeEntry};
 use super::HubCache;
-use super::fsx::{self, FILE_MODE, TEMP_PREFIX};
 use super::layout::{self, Trees, check_commit, check_entry, link_target};
 use super::state::{SELECTIONS, Selection};
+use crate::fsx::{self, FILE_MODE, TEMP_PREFIX};
 
 impl HubCache {
     /// Publishes `commit` of `repo`: writes the trees file listing the whole upstream `tree`,
@@ -165,7 +165,7 @@ fn swap_in(snapshots: &Path, tmp_name: &str, commit: &str) -> Result<(), Error> 
     let tmp = snapshots.join(tmp_name);
     if !fsx::is_real_dir(&dest)? {
         std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
-        return fsx::fsync_dir(snapshots);
+        return Ok(fsx::fsync_dir(snapshots)?);
     }
     let old = if exchange(snapshots, tmp_name, commit)? {
         tmp
@@ -177,7 +177,7 @@ fn swap_in(snapshots: &Path, tmp_name: &str, commit: &str) -> Result<(), Error> 
     };
     fsx::fsync_dir(snapshots)?;
     fsx::remove_tree(&old)?;
-    fsx::fsync_dir(snapshots)
+    Ok(fsx::fsync_dir(snapshots)?)
 }
 
 /// Exchanges two names in `dir` atomically; `Ok(false)` when unsupported here.

@@ -52,11 +52,11 @@ pub struct Problem {
 /// The result of [`HubCache::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifyReport {
-    /// Model id.
+    /// The Hub model id (`org/name`).
     pub repo: String,
     /// Commit verified.
     pub commit: String,
-    /// How.
+    /// Fingerprints only, or full content hashes.
     pub mode: VerifyMode,
     /// Files the snapshot should contain.
     pub files: usize,

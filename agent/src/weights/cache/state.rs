@@ -18,7 +18,7 @@ use nix::fcntl::Flock;
 
 use super::super::{Error, RepoId, TreeEntry};
 use super::HubCache;
-use super::fsx::{self, FILE_MODE};
+use crate::fsx::{self, FILE_MODE};
 
 /// What identifies a blob's content without reading it: if all of these still match, nobody
 /// rewrote the file in place (ctime cannot be set back from user space).
@@ -69,7 +69,10 @@ const LOCKS: &str = "locks";
 
 impl HubCache {
     fn record_dir(&self, kind: &str, repo: &RepoId) -> Result<PathBuf, Error> {
-        fsx::ensure_dirs(&self.state, &[kind.to_string(), repo.cache_folder()])
+        Ok(fsx::ensure_dirs(
+            &self.state,
+            &[kind.to_string(), repo.cache_folder()],
+        )?)
     }
 
     /// Writes a record atomically.
@@ -166,6 +169,6 @@ impl HubCache {
     pub(super) fn lock_repo(&self, repo: &RepoId) -> Result<Flock<std::fs::File>, Error> {
         let dir = fsx::ensure_dirs(&self.state, &[LOCKS])?;
         let path = dir.join(format!("{}.lock", repo.cache_folder()));
-        fsx::lock_exclusive(&path).map_err(|e| fsx::open_error("lock", &path, e))
+        Ok(fsx::lock_exclusive(&path).map_err(|e| fsx::open_error("lock", &path, e))?)
     }
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use super::super::{Error, Lfs, RepoId, TreeEntry, safe_relative_path};
 use super::HubCache;
-use super::fsx;
 use super::hash::hash_file;
 use super::layout::{self, Trees, check_commit, check_entry, link_target};
 use super::report::{ProblemKind, VerifyMode, VerifyReport};
 use super::state::{Fingerprint, SELECTIONS, Selection};
+use crate::fsx;
 
 impl HubCache {
     /// Re-verifies `snapshots/<commit>` of `repo` without changing anything: every file that

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::super::host::{CAP_PULL, CAP_RESOLVE};
 use super::super::hosts_toml;
 use super::*;
 

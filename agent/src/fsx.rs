@@ -1,6 +1,8 @@
-//! Careful filesystem steps: directories walked one component at a time without following a
-//! symlink, opens with `O_NOFOLLOW`, explicit modes (whatever the umask), atomic replacement of
-//! small files, and `fsync` of the directories that name what we wrote.
+//! Careful filesystem steps, for the Hub cache and the agent's own state and status files:
+//! directories walked one component at a time without following a symlink, opens with
+//! `O_NOFOLLOW`, explicit modes (whatever the umask), atomic replacement of small files, and
+//! `fsync` of the directories that name what we wrote. Errors are this module's own, so a
+//! status-file failure never reads as a weights failure.
 
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{ErrorKind, Write};
@@ -10,14 +12,60 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 
-use super::super::Error;
+/// A filesystem step failed, or met something we did not put there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operation on a path failed.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done (`open`, `rename`, `fsync`, ...).
+        op: &'static str,
+        /// The path the step worked on.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symlink where a file or directory should be, or another kind of entry.
+    #[error("unsafe entry {}: {reason}", path.display())]
+    Unsafe {
+        /// The entry in the cache that is not as we wrote it.
+        path: PathBuf,
+        /// What is wrong, on one line, for people.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Stable label for metrics: `disk_full` (ENOSPC), `unsafe_entry`, or `io`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Io { source, .. }
+                if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
+            {
+                "disk_full"
+            }
+            Error::Io { .. } => "io",
+            Error::Unsafe { .. } => "unsafe_entry",
+        }
+    }
+}
 
 /// Directories we create: readable by the pods that mount the cache.
-pub(super) const DIR_MODE: u32 = 0o755;
+pub(crate) const DIR_MODE: u32 = 0o755;
 /// Small files we write (trees, refs, state records).
 pub(crate) const FILE_MODE: u32 = 0o644;
 /// Finalized blobs: content-addressed, never written again.
-pub(super) const BLOB_MODE: u32 = 0o444;
+pub(crate) const BLOB_MODE: u32 = 0o444;
 /// Prefix of every temporary name we create inside the cache; never a commit, etag or ref.
 pub const TEMP_PREFIX: &str = ".coldstart-";
 
@@ -34,13 +82,13 @@ pub(crate) fn temp_name(what: &str) -> String {
 }
 
 fn unsafe_entry(path: &Path, reason: &str) -> Error {
-    Error::UnsafeCache {
+    Error::Unsafe {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     }
 }
 
-/// Maps an open that met a symlink (`ELOOP` under `O_NOFOLLOW`) to [`Error::UnsafeCache`].
+/// Maps an open that met a symlink (`ELOOP` under `O_NOFOLLOW`) to [`Error::Unsafe`].
 pub(crate) fn open_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
     if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
         return unsafe_entry(path, "a symlink where a file should be");
@@ -50,7 +98,7 @@ pub(crate) fn open_error(op: &'static str, path: &Path, e: std::io::Error) -> Er
 
 /// Whether `path` is a real directory: `Ok(false)` when absent, an error when it is a symlink
 /// or anything else.
-pub(super) fn is_real_dir(path: &Path) -> Result<bool, Error> {
+pub(crate) fn is_real_dir(path: &Path) -> Result<bool, Error> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_dir() => Ok(true),
         Ok(m) if m.file_type().is_symlink() => {
@@ -64,7 +112,7 @@ pub(super) fn is_real_dir(path: &Path) -> Result<bool, Error> {
 
 /// `base/a/b/..`, each component created (mode 0755) when missing and refused when it is a
 /// symlink or not a directory. `base` itself must be a real directory.
-pub(super) fn ensure_dirs<S: AsRef<str>>(base: &Path, components: &[S]) -> Result<PathBuf, Error> {
+pub(crate) fn ensure_dirs<S: AsRef<str>>(base: &Path, components: &[S]) -> Result<PathBuf, Error> {
     if !is_real_dir(base)? {
         return Err(Error::io("open", base, ErrorKind::NotFound.into()));
     }
@@ -90,7 +138,7 @@ pub(super) fn ensure_dirs<S: AsRef<str>>(base: &Path, components: &[S]) -> Resul
 
 /// `base/a/b/..` when every component exists as a real directory, `None` when one is missing;
 /// an error when one is a symlink or not a directory. Creates nothing.
-pub(super) fn existing_dirs<S: AsRef<str>>(
+pub(crate) fn existing_dirs<S: AsRef<str>>(
     base: &Path,
     components: &[S],
 ) -> Result<Option<PathBuf>, Error> {
@@ -108,7 +156,7 @@ pub(super) fn existing_dirs<S: AsRef<str>>(
 }
 
 /// Sets the permission bits exactly (the umask applies only at creation).
-pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
     std::fs::set_permissions(path, Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
 }
@@ -181,7 +229,7 @@ pub(crate) fn write_atomic(
 }
 
 /// Removes a file; absent is fine. Returns whether something was removed.
-pub(super) fn remove_file(path: &Path) -> Result<bool, Error> {
+pub(crate) fn remove_file(path: &Path) -> Result<bool, Error> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -190,7 +238,7 @@ pub(super) fn remove_file(path: &Path) -> Result<bool, Error> {
 }
 
 /// Removes a directory tree without following symlinks; absent is fine.
-pub(super) fn remove_tree(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_tree(path: &Path) -> Result<(), Error> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -199,7 +247,7 @@ pub(super) fn remove_tree(path: &Path) -> Result<(), Error> {
 }
 
 /// Every symlink under `dir` (relative path, target), walking real directories only.
-pub(super) fn symlinks_under(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+pub(crate) fn symlinks_under(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((d, rel)) = stack.pop() {
