@@ -181,20 +181,9 @@ pub enum Error {
         /// What is wrong, on one line, for people.
         reason: String,
     },
-    /// A careful filesystem step of the cache failed ([`crate::fsx`]).
+    /// A filesystem step on the cache or the agent's state failed ([`crate::fsx`]).
     #[error(transparent)]
     Fs(#[from] crate::fsx::Error),
-    /// A filesystem operation failed.
-    #[error("{op} {}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path the step worked on.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
     /// A glob pattern does not parse.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern {
@@ -229,19 +218,13 @@ impl Error {
             Error::UnsafeCache { .. } => "unsafe_cache",
             Error::Fs(crate::fsx::Error::Unsafe { .. }) => "unsafe_cache",
             Error::Fs(e) => e.metric_label(),
-            Error::Io { source, .. } if source.raw_os_error() == Some(28) => "disk_full",
-            Error::Io { .. } => "io",
             Error::Pattern { .. } => "pattern",
             Error::Protocol { .. } => "protocol",
         }
     }
 
-    /// Shorthand for [`Error::Io`].
+    /// A filesystem operation `op` on `path` failed ([`Error::Fs`]).
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Fs(crate::fsx::Error::io(op, path, source))
     }
 }

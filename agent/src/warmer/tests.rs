@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::api::{ColdModelSpec, PartPhase, Phase};
+use crate::api::{ColdModelSpec, PartPhase, Phase, model_name};
 use crate::images::fake::{Fake as FakeImages, ImageFault};
 use crate::plan::{Backoff, Limits};
 use crate::weights::fake::{Fake as FakeWeights, WeightsFault};
