@@ -10,6 +10,7 @@
 mod args;
 mod cluster;
 mod commands;
+mod logging;
 mod node;
 mod output;
 mod report;
@@ -97,18 +98,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { EXIT_USAGE } else { 0 });
         }
     };
-    let format = if cli.output.is_document() || !output::stderr_is_terminal() {
-        coldstart_agent::telemetry::LogFormat::Json
-    } else {
-        coldstart_agent::telemetry::LogFormat::Text
-    };
-    // kube's client logs every failed connection at ERROR; our one `error:` line says it.
-    let filter = if cli.log.contains("kube") {
-        cli.log.clone()
-    } else {
-        format!("{},kube_client::client::builder=off", cli.log)
-    };
-    coldstart_agent::telemetry::init(&filter, format);
+    logging::init(
+        &cli.log,
+        cli.output.is_document() || !output::stderr_is_terminal(),
+    );
     // The runtime outlives the report: dropping it waits for blocking tasks still running.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
