@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import cycles between the modules of one Rust crate.
 
-Usage: scripts/modcycles.py SRC_DIR [ROOT_FILE]
+Usage: scripts/modcycles.py [--no-tests] SRC_DIR [ROOT_FILE]
 
 Reads the crate from its root file (ROOT_FILE, else lib.rs, else main.rs in SRC_DIR), follows
 `mod NAME;` declarations (NAME.rs or NAME/mod.rs, `#[path]` honoured) and inline `mod NAME { }`
@@ -12,7 +12,9 @@ An edge from a module to one of its ancestors or descendants is structure, not a
 child uses its parent's items; a parent declares its children). Every other edge, from A to B,
 is lifted to the two sibling subtrees it connects: the children of A's and B's lowest common
 ancestor that hold A and B. A cycle among those subtrees is printed with the lines that make
-each of its edges; the exit code is 1 when there is one, 0 otherwise. No dependencies.
+each of its edges; the exit code is 1 when there is one, 0 otherwise. `--no-tests` leaves
+out what modules named `tests` (and their children) refer to: the cycles of a non-test
+build. No dependencies.
 """
 
 import os
@@ -214,10 +216,12 @@ class Crate:
                 break
         return target
 
-    def edges(self):
+    def edges(self, tests=True):
         """Edges between sibling subtrees, each with the references that make it."""
         out = defaultdict(list)
         for module, segs, path, line in self.refs:
+            if not tests and "tests" in module:
+                continue
             target = self.resolve(module, segs)
             if target is None:
                 continue
@@ -298,12 +302,15 @@ def name(module):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
+    argv = sys.argv[1:]
+    tests = "--no-tests" not in argv
+    argv = [a for a in argv if a != "--no-tests"]
+    if len(argv) not in (1, 2):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 64
-    src = sys.argv[1]
-    if len(sys.argv) == 3:
-        root = sys.argv[2]
+    src = argv[0]
+    if len(argv) == 2:
+        root = argv[1]
     else:
         root = next(
             (os.path.join(src, f) for f in ("lib.rs", "main.rs") if os.path.exists(os.path.join(src, f))),
@@ -313,7 +320,7 @@ def main():
         print(f"no lib.rs or main.rs in {src}", file=sys.stderr)
         return 64
     crate = Crate(src, root)
-    edges = crate.edges()
+    edges = crate.edges(tests)
     found = cycles(edges)
     for path, comp in found:
         print("cycle: " + " -> ".join(name(m) for m in path))
@@ -329,7 +336,8 @@ def main():
             refs = edges[(a, b)]
             more = f" (+{len(refs) - 3} more)" if len(refs) > 3 else ""
             print(f"  {name(a)} -> {name(b)}: " + "; ".join(refs[:3]) + more)
-    print(f"{len(crate.modules)} modules from {os.path.relpath(root)}, {len(found)} cycle(s)")
+    scope = "" if tests else ", tests left out"
+    print(f"{len(crate.modules)} modules from {os.path.relpath(root)}{scope}: {len(found)} cycle(s)")
     return 1 if found else 0
 
 
