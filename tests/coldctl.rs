@@ -540,6 +540,52 @@ fn an_unreachable_api_server_is_one_error_line_and_exit_1() {
     }
 }
 
+/// A failure is said once: one `error:` line in text (the whole cause chain on it), the error
+/// document alone under `-o json|yaml`; no log line repeats it from the library functions it
+/// passed through (the Hub client and syncer here, kube's client below).
+#[test]
+fn a_failing_verb_says_so_once_and_nothing_else() {
+    let c = cluster();
+    let hub =
+        coldstart_fakehub::FakeHub::start_blocking(coldstart_fakehub::Options::default()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (dir, url) = (cache.path().join("hub").display().to_string(), hub.url());
+    // The Hub has no such model: a 404, which is not retried.
+    let here = [
+        "warm",
+        "org/absent",
+        "--here",
+        "--cache-dir",
+        &dir,
+        "--endpoint",
+        &url,
+    ];
+    let run = c.ctl(&here);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.error_line().contains("not found"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    let run = c.ctl(&[&here[..], &["-o", "json"]].concat());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.json()["kind"], "not_found", "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(c.api.outage(Outage::Refuse));
+    for args in [&["status"][..], &["warm", MODEL], &["nodes"]] {
+        let run = c.ctl(args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        run.error_line();
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {run:?}");
+        for format in ["json", "yaml"] {
+            let run = c.ctl(&[args, &["-o", format]].concat());
+            assert_eq!(run.code, 1, "{args:?} -o {format}: {run:?}");
+            let doc: Value = serde_yaml::from_str(&run.stdout).unwrap();
+            assert_eq!(doc["ok"], false, "{args:?} -o {format}: {run:?}");
+            assert_eq!(run.stderr, "", "{args:?} -o {format}: {run:?}");
+        }
+    }
+}
+
 #[test]
 fn a_reader_that_closes_the_pipe_ends_coldctl_quietly() {
     let c = seeded();

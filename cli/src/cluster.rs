@@ -3,7 +3,6 @@
 //! what the roll-up needs (ColdModels, Nodes' labels, ColdNodes).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,21 +13,12 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::args::ClusterArgs;
+
 /// Connecting gives up after this long (an address that drops packets).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request gives up when no answer came for this long (we never watch, so no long reads).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Global flags of the cluster backend.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ClusterArgs {
-    /// Kubeconfig file (else `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long, global = true, value_name = "NAME")]
-    pub context: Option<String>,
-}
 
 /// A client for the cluster. Transient answers (429, 503, 504) are not retried behind the
 /// caller's back: a one-shot command should say at once that the API server is unwell.

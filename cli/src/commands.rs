@@ -6,10 +6,11 @@ pub mod unwarm;
 pub mod verify;
 pub mod warm;
 
+use crate::report::CliError;
+
 /// The error for cluster verbs run with `--here`: they read the whole cluster.
-pub fn cluster_only(verb: &str) -> u8 {
-    eprintln!("error: `coldctl {verb}` reads the cluster: drop --here");
-    crate::EXIT_USAGE
+pub fn cluster_only(verb: &str) -> CliError {
+    CliError::usage(format!("`coldctl {verb}` reads the cluster: drop --here"))
 }
 
 /// Now, in seconds since the epoch: read once at the edge and passed to the pure renderers.

@@ -4,23 +4,27 @@
 //! finds it), the local agent (`--node`), or this process on this node (`--here`).
 //!
 //! Exit codes: 0 success, 1 failure, 3 timed out (`warm --wait`), 64 bad usage (as sysexits'
-//! EX_USAGE).
+//! EX_USAGE). Verbs return their result or a [`report::CliError`] that carries its exit code
+//! and kind; `main` prints either once (see [`report`]).
 
+mod args;
 mod cluster;
 mod commands;
+mod logging;
 mod node;
 mod output;
+mod report;
 mod rollup;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-/// Exit code for bad usage.
-pub const EXIT_USAGE: u8 = 64;
-/// Exit code when `--wait` runs out of time.
-pub const EXIT_TIMEOUT: u8 = 3;
+use crate::report::{CliError, EXIT_USAGE, Output};
+
 /// The local agent's socket when `--node` names none.
 pub const DEFAULT_AGENT_SOCKET: &str = "/run/coldstart/agent.sock";
 
@@ -38,7 +42,7 @@ pub struct Cli {
     // The cluster backend's flags (`--kubeconfig`, `--context`); clap documents each one.
     #[allow(missing_docs)]
     #[command(flatten)]
-    pub cluster: cluster::ClusterArgs,
+    pub cluster: args::ClusterArgs,
     /// Output format: text, or exactly one JSON or YAML document on stdout.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Text)]
     pub output: output::Format,
@@ -94,38 +98,31 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { EXIT_USAGE } else { 0 });
         }
     };
-    let format = if cli.output.is_document() || !output::stderr_is_terminal() {
-        coldstart_agent::telemetry::LogFormat::Json
-    } else {
-        coldstart_agent::telemetry::LogFormat::Text
-    };
-    // kube's client logs every failed connection at ERROR; our one `error:` line says it.
-    let filter = if cli.log.contains("kube") {
-        cli.log.clone()
-    } else {
-        format!("{},kube_client::client::builder=off", cli.log)
-    };
-    coldstart_agent::telemetry::init(&filter, format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    logging::init(
+        &cli.log,
+        cli.output.is_document() || !output::stderr_is_terminal(),
+    );
+    // The runtime outlives the report: dropping it waits for blocking tasks still running.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        .context("cannot start the async runtime");
+    let result = match &runtime {
+        Ok(rt) => rt.block_on(run(&cli)),
+        Err(e) => Err(CliError::Failed(vec![anyhow::anyhow!("{e:#}")])),
     };
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Warm(ref args) => commands::warm::run(&cli, args).await,
-            Command::Verify(ref args) => commands::verify::run(&cli, args).await,
-            Command::Status(ref args) => commands::status::run(&cli, args).await,
-            Command::Unwarm(ref args) => commands::unwarm::run(&cli, args).await,
-            Command::Nodes(ref args) => commands::nodes::run(&cli, args).await,
-        }
-    });
-    ExitCode::from(code)
+    ExitCode::from(report::render(&result, cli.output))
+}
+
+/// Runs the verb the command line names.
+async fn run(cli: &Cli) -> Result<Output, CliError> {
+    match &cli.command {
+        Command::Warm(args) => commands::warm::run(cli, args).await,
+        Command::Verify(args) => commands::verify::run(cli, args).await,
+        Command::Status(args) => commands::status::run(cli, args).await,
+        Command::Unwarm(args) => commands::unwarm::run(cli, args).await,
+        Command::Nodes(args) => commands::nodes::run(cli, args).await,
+    }
 }
 
 #[cfg(test)]

@@ -176,6 +176,21 @@ pub fn outcome(view: &ModelView) -> Outcome {
     }
 }
 
+/// `qwen--x (Qwen/X): 1/2 nodes ready, 1 failed`, or why no node is selected.
+pub fn rollup_line(v: &ModelView) -> String {
+    let mut line = format!(
+        "{} ({}): {}/{} nodes ready",
+        v.name, v.repo, v.ready, v.selected
+    );
+    if v.failed > 0 {
+        line.push_str(&format!(", {} failed", v.failed));
+    }
+    if v.selected == 0 {
+        line.push_str(" (no node with an agent matches its selector)");
+    }
+    line
+}
+
 /// Bytes done and, when every part reporting knows it, bytes in all (image + weights).
 pub fn bytes(e: &NodeEntry) -> (u64, Option<u64>) {
     let parts: Vec<&PartStatus> = [e.image.as_ref(), e.weights.as_ref()]

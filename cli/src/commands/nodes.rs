@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::cluster;
 use crate::node::{self, OneNode};
-use crate::output::{self, Format};
+use crate::report::{CliError, Output};
 use crate::rollup::{self, NodeRow};
 use crate::{Backend, Cli};
 
@@ -21,48 +21,34 @@ use crate::{Backend, Cli};
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// Runs the verb; returns the exit code.
-pub async fn run(cli: &Cli, _args: &Args) -> u8 {
+/// Runs the verb.
+pub async fn run(cli: &Cli, _args: &Args) -> Result<Output, CliError> {
     match cli.backend() {
-        Backend::Here => return super::cluster_only("nodes"),
-        Backend::Node(sock) => {
-            return match node_nodes(cli, &sock).await {
-                Ok(code) => code,
-                Err(e) => super::warm::fail(cli, &[e]),
-            };
-        }
-        Backend::Cluster => {}
-    }
-    match nodes(cli).await {
-        Ok(code) => code,
-        Err(e) => super::warm::fail(cli, &[e]),
+        Backend::Here => Err(super::cluster_only("nodes")),
+        Backend::Node(sock) => Ok(node_nodes(&sock).await?),
+        Backend::Cluster => Ok(nodes(cli).await?),
     }
 }
 
-async fn nodes(cli: &Cli) -> anyhow::Result<u8> {
+async fn nodes(cli: &Cli) -> anyhow::Result<Output> {
     let client = cluster::connect(&cli.cluster).await?;
     let coldnodes = Api::<ColdNode>::all(client)
         .list(&ListParams::default())
         .await
         .context("listing ColdNodes")?
         .items;
-    print(cli, &rollup::node_rows(&coldnodes, super::now()));
-    Ok(0)
+    Ok(output(&rollup::node_rows(&coldnodes, super::now())))
 }
 
 /// `nodes --node`: the local agent's node, one row.
-async fn node_nodes(cli: &Cli, sock: &std::path::Path) -> anyhow::Result<u8> {
+async fn node_nodes(sock: &std::path::Path) -> anyhow::Result<Output> {
     let status = node::client(sock).status().await?;
     let one = OneNode::from_status(&status, None);
-    print(cli, &rollup::node_rows(&one.coldnodes, super::now()));
-    Ok(0)
+    Ok(output(&rollup::node_rows(&one.coldnodes, super::now())))
 }
 
-fn print(cli: &Cli, rows: &[NodeRow]) {
-    match cli.output {
-        Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "nodes": rows })),
-        Format::Text => crate::out!("{}", render(rows)),
-    }
+fn output(rows: &[NodeRow]) -> Output {
+    Output::text(json!({ "nodes": rows }), render(rows))
 }
 
 /// The text table; stale nodes say so in the UPDATED column.

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::cluster::{self, resolve_model};
 use crate::node::{self, OneNode};
-use crate::output::{self, Format};
-use crate::rollup::{self, ModelView};
+use crate::report::{CliError, Output};
+use crate::rollup::{self, ModelView, rollup_line};
 use crate::{Backend, Cli};
 
 /// Arguments of `coldctl status`.
@@ -21,25 +21,16 @@ pub struct Args {
     pub model: Option<String>,
 }
 
-/// Runs the verb; returns the exit code.
-pub async fn run(cli: &Cli, args: &Args) -> u8 {
+/// Runs the verb.
+pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     match cli.backend() {
-        Backend::Here => return super::cluster_only("status"),
-        Backend::Node(sock) => {
-            return match node_status(cli, args, &sock).await {
-                Ok(code) => code,
-                Err(e) => super::warm::fail(cli, &[e]),
-            };
-        }
-        Backend::Cluster => {}
-    }
-    match status(cli, args).await {
-        Ok(code) => code,
-        Err(e) => super::warm::fail(cli, &[e]),
+        Backend::Here => Err(super::cluster_only("status")),
+        Backend::Node(sock) => Ok(node_status(args, &sock).await?),
+        Backend::Cluster => Ok(status(cli, args).await?),
     }
 }
 
-async fn status(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
+async fn status(cli: &Cli, args: &Args) -> anyhow::Result<Output> {
     let name = match &args.model {
         Some(m) => Some(resolve_model(m)?.0),
         None => None,
@@ -52,12 +43,11 @@ async fn status(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
         anyhow::bail!("no ColdModel named {name}");
     }
     let views = rollup::rollup(&snap.models, &snap.nodes, &snap.coldnodes);
-    print(cli, &views);
-    Ok(0)
+    Ok(output(&views))
 }
 
 /// `status --node`: the agent's models on its one node.
-async fn node_status(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::Result<u8> {
+async fn node_status(args: &Args, sock: &std::path::Path) -> anyhow::Result<Output> {
     let status = node::client(sock).status().await?;
     if let Some(warning) = node::models_error_warning(&status) {
         eprintln!("{warning}");
@@ -68,15 +58,11 @@ async fn node_status(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::
     {
         anyhow::bail!("no model {m} in the agent's models file");
     }
-    print(cli, &views);
-    Ok(0)
+    Ok(output(&views))
 }
 
-fn print(cli: &Cli, views: &[ModelView]) {
-    match cli.output {
-        Format::Json | Format::Yaml => output::print_doc(cli.output, &json!({ "models": views })),
-        Format::Text => crate::out!("{}", render(views, super::now())),
-    }
+fn output(views: &[ModelView]) -> Output {
+    Output::text(json!({ "models": views }), render(views, super::now()))
 }
 
 /// The text table (one row per selected node and model) and one roll-up line per model.
@@ -117,21 +103,6 @@ pub fn render(views: &[ModelView], now: i64) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `qwen--x (Qwen/X): 1/2 nodes ready, 1 failed`, or why no node is selected.
-pub fn rollup_line(v: &ModelView) -> String {
-    let mut line = format!(
-        "{} ({}): {}/{} nodes ready",
-        v.name, v.repo, v.ready, v.selected
-    );
-    if v.failed > 0 {
-        line.push_str(&format!(", {} failed", v.failed));
-    }
-    if v.selected == 0 {
-        line.push_str(" (no node with an agent matches its selector)");
-    }
-    line
 }
 
 #[cfg(test)]

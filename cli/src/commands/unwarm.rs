@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cluster::{self, resolve_model};
 use crate::node;
-use crate::output::{self, Format};
+use crate::report::{CliError, Output};
 use crate::{Backend, Cli};
 
 /// Arguments of `coldctl unwarm`.
@@ -23,25 +23,16 @@ pub struct Args {
     pub ignore_not_found: bool,
 }
 
-/// Runs the verb; returns the exit code.
-pub async fn run(cli: &Cli, args: &Args) -> u8 {
+/// Runs the verb.
+pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     match cli.backend() {
-        Backend::Here => return super::cluster_only("unwarm"),
-        Backend::Node(sock) => {
-            return match node_unwarm(cli, args, &sock).await {
-                Ok(code) => code,
-                Err(e) => super::warm::fail(cli, &[e]),
-            };
-        }
-        Backend::Cluster => {}
-    }
-    match unwarm(cli, args).await {
-        Ok(code) => code,
-        Err(e) => super::warm::fail(cli, &[e]),
+        Backend::Here => Err(super::cluster_only("unwarm")),
+        Backend::Node(sock) => Ok(node_unwarm(args, &sock).await?),
+        Backend::Cluster => Ok(unwarm(cli, args).await?),
     }
 }
 
-async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
+async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<Output> {
     let (name, _) = resolve_model(&args.model)?;
     let client = cluster::connect(&cli.cluster).await?;
     let api: Api<ColdModel> = Api::all(client);
@@ -53,18 +44,19 @@ async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
     if !found && !args.ignore_not_found {
         anyhow::bail!("no ColdModel named {name} (--ignore-not-found to accept that)");
     }
-    match cli.output {
-        Format::Json | Format::Yaml => {
-            output::print_doc(cli.output, &json!({ "name": name, "deleted": found }))
-        }
-        Format::Text if found => crate::outln!("coldmodel {name} deleted"),
-        Format::Text => crate::outln!("coldmodel {name} not found (nothing to do)"),
-    }
-    Ok(0)
+    let line = if found {
+        format!("coldmodel {name} deleted")
+    } else {
+        format!("coldmodel {name} not found (nothing to do)")
+    };
+    Ok(Output::line(
+        json!({ "name": name, "deleted": found }),
+        line,
+    ))
 }
 
 /// `unwarm --node`: remove the model from the local agent's models file.
-async fn node_unwarm(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::Result<u8> {
+async fn node_unwarm(args: &Args, sock: &std::path::Path) -> anyhow::Result<Output> {
     let name = match node::client(sock).remove_model(&args.model).await {
         Ok(removed) => Some(removed.name),
         Err(ClientError::Api { kind, .. }) if kind == "not_found" => None,
@@ -78,16 +70,13 @@ async fn node_unwarm(cli: &Cli, args: &Args, sock: &std::path::Path) -> anyhow::
     }
     let deleted = name.is_some();
     let name = name.unwrap_or_else(|| args.model.clone());
-    match cli.output {
-        Format::Json | Format::Yaml => {
-            output::print_doc(cli.output, &json!({ "name": name, "deleted": deleted }))
-        }
-        Format::Text if deleted => {
-            crate::outln!("model {name} removed from the agent's models file")
-        }
-        Format::Text => {
-            crate::outln!("model {name} not in the agent's models file (nothing to do)")
-        }
-    }
-    Ok(0)
+    let line = if deleted {
+        format!("model {name} removed from the agent's models file")
+    } else {
+        format!("model {name} not in the agent's models file (nothing to do)")
+    };
+    Ok(Output::line(
+        json!({ "name": name, "deleted": deleted }),
+        line,
+    ))
 }

@@ -15,9 +15,9 @@ use coldstart_agent::weights::RepoId;
 use coldstart_agent::weights::cache::{HubCache, VerifyMode, VerifyReport};
 use serde_json::json;
 
-use super::warm::{HubArgs, fail};
-use crate::output::{self, Format};
-use crate::{Cli, EXIT_USAGE};
+use crate::args::HubArgs;
+use crate::report::{CliError, EXIT_FAILURE, Output};
+use crate::{Backend, Cli};
 
 /// Arguments of `coldctl verify`.
 #[derive(Debug, clap::Args)]
@@ -38,38 +38,40 @@ pub struct Args {
     pub watch_for: Option<u64>,
 }
 
-/// Runs the verb; returns the exit code.
-pub async fn run(cli: &Cli, args: &Args) -> u8 {
-    if let crate::Backend::Node(_) = cli.backend() {
-        eprintln!("error: verify runs on the node: use `coldctl verify --here`");
-        return EXIT_USAGE;
+/// Runs the verb: the report when the snapshot is intact, a [`CliError::Outcome`] carrying
+/// it when not.
+pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
+    match cli.backend() {
+        Backend::Here => {}
+        Backend::Node(_) => {
+            return Err(CliError::usage(
+                "verify runs on the node: use `coldctl verify --here`",
+            ));
+        }
+        Backend::Cluster => {
+            return Err(CliError::usage(
+                "only `coldctl verify --here` is available in this version",
+            ));
+        }
     }
-    if !cli.here {
-        eprintln!("error: only `coldctl verify --here` is available in this version");
-        return EXIT_USAGE;
-    }
-    let opened = match open(args) {
-        Ok(o) => o,
-        Err(e) => return fail(cli, &[e]),
-    };
+    let opened = open(args)?;
     if args.watch {
         return watch::run(cli, args, opened).await;
     }
-    match verify(&opened, args.full).await {
-        Ok(report) => {
-            let ok = report.is_ok();
-            match cli.output {
-                Format::Json | Format::Yaml => {
-                    output::print_doc(cli.output, &json!({ "ok": ok, "report": report }))
-                }
-                Format::Text => crate::outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ),
-            }
-            if ok { 0 } else { 1 }
-        }
-        Err(e) => fail(cli, &[e]),
+    let report = verify(&opened, args.full).await?;
+    let ok = report.is_ok();
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let output = Output::line(json!({ "ok": ok, "report": report }), text);
+    if ok {
+        Ok(output)
+    } else {
+        // The report says what is wrong, on stdout; `coldctl warm` repairs.
+        Err(CliError::Outcome {
+            code: EXIT_FAILURE,
+            kind: "problems",
+            output,
+            errors: Vec::new(),
+        })
     }
 }
 

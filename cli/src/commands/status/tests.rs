@@ -1,7 +1,7 @@
 use coldstart_agent::api::{PartStatus, Phase};
 
-use super::{render, rollup_line};
-use crate::rollup::{ModelView, NodeEntry};
+use super::render;
+use crate::rollup::{ModelView, NodeEntry, rollup_line};
 
 fn view(nodes: Vec<NodeEntry>) -> ModelView {
     ModelView {

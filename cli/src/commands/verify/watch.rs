@@ -10,18 +10,19 @@ use tokio::sync::mpsc;
 
 use super::{Args, Opened, verify};
 use crate::Cli;
-use crate::commands::warm::fail;
 use crate::output::Format;
+use crate::report::{CliError, EXIT_FAILURE, Output};
 
-/// Watches until SIGINT/SIGTERM or `--watch-for`; exit 0 when the last verification passed.
-pub async fn run(cli: &Cli, args: &Args, o: Opened) -> u8 {
+/// Watches until SIGINT/SIGTERM or `--watch-for`, printing as it goes; succeeds when the
+/// last verification passed.
+pub async fn run(cli: &Cli, args: &Args, o: Opened) -> Result<Output, CliError> {
     // Before anything is printed: whoever reads the first line may signal right away.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
         (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => return fail(cli, &[anyhow::anyhow!("signal handler: {e}")]),
+        (Err(e), _) | (_, Err(e)) => return Err(anyhow::anyhow!("signal handler: {e}").into()),
     };
     let (tx, mut rx) = mpsc::channel(64);
     let target = Target {
@@ -29,14 +30,9 @@ pub async fn run(cli: &Cli, args: &Args, o: Opened) -> u8 {
         commit: o.commit.clone(),
     };
     // Watch first, then verify: nothing that changes in between goes unseen.
-    let _watcher = match watch::watch(o.cache.clone(), vec![target], WatchOptions::default(), tx) {
-        Ok(w) => w,
-        Err(e) => return fail(cli, &[e.into()]),
-    };
-    let mut ok = match verify(&o, args.full).await {
-        Ok(report) => print(cli.output, &[], &report),
-        Err(e) => return fail(cli, &[e]),
-    };
+    let _watcher = watch::watch(o.cache.clone(), vec![target], WatchOptions::default(), tx)
+        .map_err(anyhow::Error::from)?;
+    let mut ok = print(cli.output, &[], &verify(&o, args.full).await?);
     let limit = args.watch_for.map_or(Duration::MAX, Duration::from_secs);
     let deadline = tokio::time::sleep(limit.min(Duration::from_secs(100 * 365 * 86_400)));
     tokio::pin!(deadline);
@@ -57,7 +53,17 @@ pub async fn run(cli: &Cli, args: &Args, o: Opened) -> u8 {
             () = &mut deadline => break,
         }
     }
-    if ok { 0 } else { 1 }
+    if ok {
+        Ok(Output::Streamed)
+    } else {
+        // The last line printed says what is wrong.
+        Err(CliError::Outcome {
+            code: EXIT_FAILURE,
+            kind: "problems",
+            output: Output::Streamed,
+            errors: Vec::new(),
+        })
+    }
 }
 
 /// One line per verification; returns whether it passed.

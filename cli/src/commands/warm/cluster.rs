@@ -6,8 +6,6 @@
 //! Flags not given keep the ColdModel's current values, so `coldctl warm org/name --wait` on an
 //! existing model changes nothing and only waits.
 
-pub mod wait;
-
 use anyhow::Context as _;
 use coldstart_agent::api::{ColdModel, ColdModelSpec, SecretKeyRef, SecretRef, parse_selector};
 use kube::api::{Api, Patch, PatchParams};
@@ -15,9 +13,9 @@ use serde_json::json;
 
 use super::Args;
 use crate::cluster::{self, resolve_model};
-use crate::output::{self, Format};
-use crate::rollup;
-use crate::{Cli, EXIT_USAGE};
+use crate::output::Format;
+use crate::report::{CliError, Output};
+use crate::{Cli, rollup, wait};
 
 #[cfg(test)]
 mod tests;
@@ -141,78 +139,20 @@ pub fn desired(current: Option<&ColdModelSpec>, repo: &str, c: &Changes) -> Cold
     spec
 }
 
-/// `10m`, `90s`, `1h30m`, `500ms`, or plain seconds (`45`).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("invalid duration {text:?} (e.g. 90s, 10m, 1h30m)");
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
-    }
-    let mut total_ms: u64 = 0;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad()),
-        };
-        total_ms = n
-            .checked_mul(ms)
-            .and_then(|v| total_ms.checked_add(v))
-            .ok_or_else(bad)?;
-        rest = &rest[unit_len..];
-    }
-    Ok(std::time::Duration::from_millis(total_ms))
-}
-
-/// Runs `warm` against the cluster; returns the exit code.
-pub async fn run(cli: &Cli, args: &Args) -> u8 {
+/// Runs `warm` against the cluster.
+pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     let Some(model) = args.model.as_deref() else {
-        eprintln!("error: give a MODEL: a Hub repo id (org/name) or a ColdModel name");
-        return EXIT_USAGE;
+        return Err(CliError::usage(
+            "give a MODEL: a Hub repo id (org/name) or a ColdModel name",
+        ));
     };
-    let changes = match changes(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let (name, repo) = match resolve_model(model) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
-    let client = match cluster::connect(&cli.cluster).await {
-        Ok(c) => c,
-        Err(e) => return super::fail(cli, &[e]),
-    };
-    let applied = match apply(&client, &name, repo.as_ref().map(|r| r.as_str()), &changes).await {
-        Ok(a) => a,
-        Err(e) => return super::fail(cli, &[e]),
-    };
+    let changes = changes(args).map_err(CliError::usage)?;
+    let (name, repo) = resolve_model(model).map_err(|e| CliError::usage(format!("{e:#}")))?;
+    let client = cluster::connect(&cli.cluster).await?;
+    let applied = apply(&client, &name, repo.as_ref().map(|r| r.as_str()), &changes).await?;
     if !args.wait {
-        match cli.output {
-            Format::Json | Format::Yaml => output::print_doc(
-                cli.output,
-                &json!({"name": name, "created": applied.created, "spec": applied.spec}),
-            ),
-            Format::Text => crate::outln!("{}", applied_line(&name, &applied)),
-        }
-        return 0;
+        let doc = json!({"name": name, "created": applied.created, "spec": applied.spec});
+        return Ok(Output::line(doc, applied_line(&name, &applied)));
     }
     if cli.output == Format::Text {
         eprintln!("{}", applied_line(&name, &applied));
@@ -231,7 +171,7 @@ pub async fn run(cli: &Cli, args: &Args) -> u8 {
         following: "following the ColdNodes",
     };
     let (client, name) = (&client, name.as_str());
-    wait::run(cli, &target, args.timeout, move || async move {
+    wait::run(cli.output, &target, args.timeout, move || async move {
         let snap = cluster::snapshot(client, Some(name)).await?;
         if snap.models.is_empty() {
             return Ok(None);

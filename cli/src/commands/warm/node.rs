@@ -12,10 +12,10 @@ use coldstart_agent::standalone::{ModelEntry, NamedModel};
 use serde_json::json;
 
 use super::Args;
-use super::cluster::wait;
 use crate::node::{self, OneNode};
-use crate::output::{self, Format};
-use crate::{Cli, EXIT_USAGE};
+use crate::output::Format;
+use crate::report::{CliError, Output};
+use crate::{Cli, wait};
 
 #[cfg(test)]
 mod tests;
@@ -99,57 +99,41 @@ pub fn entry(models: &[NamedModel], model: &str, c: &Changes) -> anyhow::Result<
     }
 }
 
-/// Runs `warm --node`; returns the exit code.
-pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> u8 {
+/// Runs `warm --node`.
+pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> Result<Output, CliError> {
     let Some(model) = args.model.as_deref() else {
-        eprintln!("error: give a MODEL: a Hub repo id (org/name) or a model's name");
-        return EXIT_USAGE;
+        return Err(CliError::usage(
+            "give a MODEL: a Hub repo id (org/name) or a model's name",
+        ));
     };
     // The working directory is read here, at the edge, for relative credential paths.
     let cwd = std::env::current_dir().unwrap_or_default();
-    let changes = match changes(args, &cwd) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    let changes = changes(args, &cwd).map_err(CliError::usage)?;
     // Refuse a bad repo id or flag before talking to the agent.
     let probe_repo = if model.contains('/') {
         model
     } else {
         "org/probe"
     };
-    if let Err(e) = desired(None, probe_repo, &changes).validate() {
-        eprintln!("error: {e}");
-        return EXIT_USAGE;
-    }
+    desired(None, probe_repo, &changes)
+        .validate()
+        .map_err(CliError::usage)?;
     let client = node::client(sock);
-    let put = async {
-        let models = client.models().await?;
-        let entry = entry(&models, model, &changes)?;
-        let put = client.put_model(&entry).await?;
-        let before = models.into_iter().find(|m| m.name == put.model.name);
-        anyhow::Ok((put, before))
-    };
-    let (put, before) = match put.await {
-        Ok(p) => p,
-        Err(e) => return super::fail(cli, &[e]),
-    };
+    let models = client.models().await.map_err(anyhow::Error::from)?;
+    let entry = entry(&models, model, &changes)?;
+    let put = client
+        .put_model(&entry)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let before = models.into_iter().find(|m| m.name == put.model.name);
     // Read at the edge: statuses from passes that started before the edit are ignored.
     let edited_at = crate::commands::now();
     let changed = before.is_none_or(|b| b.model != put.model.model);
     let name = put.model.name.clone();
     let line = applied_line(&put.model, put.created);
     if !args.wait {
-        match cli.output {
-            Format::Json | Format::Yaml => output::print_doc(
-                cli.output,
-                &json!({"name": name, "created": put.created, "spec": put.model.model}),
-            ),
-            Format::Text => crate::outln!("{line}"),
-        }
-        return 0;
+        let doc = json!({"name": name, "created": put.created, "spec": put.model.model});
+        return Ok(Output::line(doc, line));
     }
     if cli.output == Format::Text {
         eprintln!("{line}");
@@ -165,7 +149,7 @@ pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> u8 {
         following: "following the agent's status",
     };
     let (client, name) = (&client, name.as_str());
-    wait::run(cli, &target, args.timeout, move || async move {
+    wait::run(cli.output, &target, args.timeout, move || async move {
         let mut status = client.status().await?;
         if changed {
             node::forget_unless_after(&mut status, name, edited_at);

@@ -1,28 +1,6 @@
-use std::time::Duration;
-
 use coldstart_agent::api::{ColdModelSpec, SecretKeyRef, SecretRef, parse_selector};
 
-use super::{Changes, desired, parse_duration, parse_secret_key};
-
-#[test]
-fn durations_read_like_kubectl_timeouts() {
-    assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-    assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-    assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-    assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-    for bad in [
-        "",
-        "m",
-        "10x",
-        "1.5m",
-        "-3s",
-        "s10",
-        "99999999999999999999h",
-    ] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
-    }
-}
+use super::{Changes, desired, parse_secret_key};
 
 #[test]
 fn token_secrets_take_an_optional_key() {

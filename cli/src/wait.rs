@@ -1,7 +1,7 @@
-//! `warm --wait`: poll the model's roll-up until it is Ready everywhere it is selected, Failed
+//! `warm --wait`: poll a model's roll-up until it is Ready everywhere it is selected, Failed
 //! somewhere, or out of time; a progress bar per node on a terminal, plain lines otherwise.
-//! The loop is the same for both backends that can wait (the cluster, and the local agent as
-//! a one-node cluster): each passes how to read the roll-up and what to say.
+//! One loop for both backends that can wait (the cluster, and the local agent as a one-node
+//! cluster): each passes how to read the roll-up and its words for what it waits on.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,8 +11,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::output::{self, Format};
-use crate::rollup::{self, ModelView, NodeEntry, Outcome};
-use crate::{Cli, EXIT_TIMEOUT};
+use crate::report::{CliError, EXIT_FAILURE, EXIT_TIMEOUT, Output};
+use crate::rollup::{self, ModelView, NodeEntry, Outcome, rollup_line};
 
 /// Reads that may fail in a row before waiting gives up (the API server or agent is gone).
 const MAX_ERRORS_IN_A_ROW: u32 = 5;
@@ -38,16 +38,22 @@ pub struct Target {
     pub following: &'static str,
 }
 
-/// Waits; returns the exit code (0 ready, 1 failed or read errors, 3 timed out). `read`
-/// returns the model's roll-up, `None` once the model no longer exists.
-pub async fn run<F, Fut>(cli: &Cli, target: &Target, timeout: Duration, mut read: F) -> u8
+/// Waits: the result once every selected node is Ready; a [`CliError::Outcome`] when a node
+/// reports the model Failed (exit 1) or `timeout` passes (exit 3); a failure when the model
+/// goes away or reads keep failing. `read` returns the model's roll-up, `None` once the model
+/// no longer exists. `format` decides how progress shows (bars, lines, or nothing).
+pub async fn run<F, Fut>(
+    format: Format,
+    target: &Target,
+    timeout: Duration,
+    mut read: F,
+) -> Result<Output, CliError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<ModelView>>>,
 {
-    let name = target.name.as_str();
     let deadline = Instant::now() + timeout;
-    let mut progress = Progress::new(cli.output);
+    let mut progress = Progress::new(format);
     let mut errors = 0;
     let mut hinted = false;
     let mut last: Option<ModelView> = None;
@@ -55,24 +61,30 @@ where
         match read().await {
             Ok(None) => {
                 progress.finish();
-                let e = anyhow::anyhow!("{}", target.gone);
-                return crate::commands::warm::fail(cli, &[e]);
+                return Err(anyhow::anyhow!("{}", target.gone).into());
             }
             Ok(Some(view)) => {
                 errors = 0;
                 progress.update(&view);
                 match rollup::outcome(&view) {
                     Outcome::Ready => {
-                        return done(cli, &mut progress, target, &view, "ready", 0);
+                        progress.finish();
+                        return Ok(result(target, &view, "ready"));
                     }
                     Outcome::Failed(nodes) => {
                         progress.finish();
-                        if cli.output == Format::Text {
-                            for (node, why) in &nodes {
-                                eprintln!("error: {name} failed on node {node}: {why}");
-                            }
-                        }
-                        return done(cli, &mut progress, target, &view, "failed", 1);
+                        let errors = nodes
+                            .iter()
+                            .map(|(node, why)| {
+                                format!("{} failed on node {node}: {why}", target.name)
+                            })
+                            .collect();
+                        return Err(CliError::Outcome {
+                            code: EXIT_FAILURE,
+                            kind: "failed",
+                            output: result(target, &view, "failed"),
+                            errors,
+                        });
                     }
                     Outcome::NoNodes if !hinted => {
                         hinted = true;
@@ -86,7 +98,7 @@ where
                 errors += 1;
                 if errors >= MAX_ERRORS_IN_A_ROW {
                     progress.finish();
-                    return crate::commands::warm::fail(cli, &[e.context(target.following)]);
+                    return Err(e.context(target.following).into());
                 }
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -103,46 +115,34 @@ where
     }
     progress.finish();
     let view = last.unwrap_or_else(|| ModelView {
-        name: name.to_string(),
+        name: target.name.clone(),
         repo: target.repo.clone(),
         selected: 0,
         ready: 0,
         failed: 0,
         nodes: Vec::new(),
     });
-    if cli.output == Format::Text {
-        eprintln!(
-            "error: timed out after {:?}: {}",
-            timeout,
-            crate::commands::status::rollup_line(&view)
-        );
-    }
-    done(cli, &mut progress, target, &view, "timeout", EXIT_TIMEOUT)
+    Err(CliError::Outcome {
+        code: EXIT_TIMEOUT,
+        kind: "timeout",
+        output: result(target, &view, "timeout"),
+        errors: vec![format!(
+            "timed out after {timeout:?}: {}",
+            rollup_line(&view)
+        )],
+    })
 }
 
-fn done(
-    cli: &Cli,
-    progress: &mut Progress,
-    target: &Target,
-    view: &ModelView,
-    outcome: &str,
-    code: u8,
-) -> u8 {
-    progress.finish();
-    match cli.output {
-        Format::Json | Format::Yaml => output::print_doc(
-            cli.output,
-            &json!({
-                "name": view.name,
-                "created": target.created,
-                "spec": target.spec,
-                "outcome": outcome,
-                "model": view,
-            }),
-        ),
-        Format::Text => crate::outln!("{}", crate::commands::status::rollup_line(view)),
-    }
-    code
+/// What waiting printed, whatever its outcome: the document, or the roll-up line.
+fn result(target: &Target, view: &ModelView, outcome: &str) -> Output {
+    let doc = json!({
+        "name": view.name,
+        "created": target.created,
+        "spec": target.spec,
+        "outcome": outcome,
+        "model": view,
+    });
+    Output::line(doc, rollup_line(view))
 }
 
 /// Per-node progress: bars on a terminal, a line per change otherwise (text output only).

@@ -1,0 +1,184 @@
+//! Flag groups more than one verb or backend shares (clap `flatten`), and the parsers of flag
+//! values: a bad value is a usage error that clap reports before any verb runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use coldstart_agent::weights::budget;
+use coldstart_agent::weights::cache::HubCache;
+use coldstart_agent::weights::hub::{HubClient, HubOptions};
+
+/// Global flags of the cluster backend.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (else `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// Hub and cache flags shared by `warm` and `verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HubArgs {
+    /// Hub cache directory on local NVMe (what pods mount read-only as `HF_HUB_CACHE`).
+    #[arg(long, env = "COLDSTART_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Our state (journals, fingerprints): a sibling of the cache dir by default.
+    #[arg(long, env = "COLDSTART_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Hub endpoint (a mirror works too).
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub endpoint: String,
+    /// Branch, tag or commit (default `main`; in cluster mode, default: keep the ColdModel's).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// A file holding the Hub token (else `HF_TOKEN`). Never logged.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Longest silence (seconds) while reading from the Hub before the request is retried.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hub_read_timeout: u64,
+    /// Token from the environment, as the Hub's own clients read it.
+    #[arg(
+        long = "hf-token-env",
+        env = "HF_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub token_env: Option<String>,
+}
+
+impl HubArgs {
+    /// The revision to sync or verify here: `--revision`, else `main`.
+    pub fn revision(&self) -> &str {
+        self.revision.as_deref().unwrap_or("main")
+    }
+
+    /// The cache dir, required for model work.
+    pub fn cache_dir(&self) -> anyhow::Result<&Path> {
+        self.cache_dir
+            .as_deref()
+            .context("--cache-dir (or COLDSTART_CACHE_DIR) is required for a model")
+    }
+
+    /// Opens the cache (creating it).
+    pub fn open_cache(&self) -> anyhow::Result<Arc<HubCache>> {
+        let dir = self.cache_dir()?;
+        Ok(Arc::new(HubCache::open(dir, self.state_dir.as_deref())?))
+    }
+
+    /// A Hub client with the token from `--token-file` or `HF_TOKEN`.
+    pub fn hub(&self) -> anyhow::Result<HubClient> {
+        let mut opts = HubOptions::new(&self.endpoint);
+        opts.read_timeout = Duration::from_secs(self.hub_read_timeout);
+        opts.token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token_env.clone().filter(|t| !t.is_empty()),
+        };
+        Ok(HubClient::new(opts)?)
+    }
+}
+
+/// Which files to sync and how hard to pull them (`warm --here`; `--include` and `--exclude`
+/// also travel into a ColdModel or a models-file entry).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// Only files matching these globs (replaces the default vLLM selection).
+    #[arg(long = "include")]
+    pub include: Vec<String>,
+    /// Leave out files matching these globs.
+    #[arg(long = "exclude")]
+    pub exclude: Vec<String>,
+    /// Connections in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub connections: u64,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub files_at_once: u64,
+    /// Range size in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub chunk_mib: u64,
+    /// Free space (MiB) to leave on the cache's filesystem.
+    #[arg(long, default_value_t = 1024)]
+    pub cache_margin_mib: u64,
+    /// Most bytes the cache may hold, all models together (`500GiB`, `200G`, `1048576`): past
+    /// it, models not wanted are evicted least recently used first before downloading.
+    #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    pub cache_budget: Option<u64>,
+}
+
+/// `--cache-budget` through the library's parser (a clear usage error on garbage).
+fn parse_budget(text: &str) -> Result<u64, String> {
+    budget::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// `10m`, `90s`, `1h30m`, `500ms`, or plain seconds (`45`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (e.g. 90s, 10m, 1h30m)");
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        total_ms = n
+            .checked_mul(ms)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_like_kubectl_timeouts() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in [
+            "",
+            "m",
+            "10x",
+            "1.5m",
+            "-3s",
+            "s10",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
