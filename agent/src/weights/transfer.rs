@@ -49,7 +49,8 @@ pub struct TransferOptions {
     /// How often written bytes are made durable and journaled.
     pub journal_interval: Duration,
     /// Bytes written (all ranges of a file together) that trigger a journal commit before the
-    /// interval is up: the most a crash re-fetches beyond what is in flight.
+    /// interval is up: the most a crash re-fetches beyond what is in flight. One chunk by
+    /// default.
     pub journal_bytes: u64,
     /// The floor of the minimum-rate rule: a connection that delivers fewer bytes than this in
     /// `min_rate_window` is dropped and the range resumed on a fresh one (0: no floor).
@@ -66,7 +67,7 @@ impl Default for TransferOptions {
             window_chunks: 64,
             range_attempts: 8,
             journal_interval: Duration::from_secs(1),
-            journal_bytes: 64 << 20,
+            journal_bytes: 16 << 20,
             min_rate_bytes: 64 << 10,
             min_rate_window: Duration::from_secs(60),
         }
@@ -258,7 +259,19 @@ impl Engine {
             return Ok(());
         };
         // Probe with the first missing range alone: its status tells whether Range works.
-        match self.range_task(job, first).await? {
+        // Its progress is journaled like any other range's (a crash loop must not restart it).
+        let mut ticker = tokio::time::interval(self.opts.journal_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe = self.range_task(job, first);
+        tokio::pin!(probe);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut probe => break outcome?,
+                _ = ticker.tick() => flush_journal(job).await?,
+                _ = job.flush.notified() => flush_journal(job).await?,
+            }
+        };
+        match outcome {
             RangeOutcome::Done => lock(&job.journal).mark(first),
             RangeOutcome::RangeIgnored => {
                 debug!("server ignores Range: one stream");
@@ -267,8 +280,6 @@ impl Engine {
         }
         let mut frontier = job.hasher.frontier();
         let mut tasks: JoinSet<Result<(usize, RangeOutcome), Error>> = JoinSet::new();
-        let mut ticker = tokio::time::interval(self.opts.journal_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next = 0;
         while next < rest.len() || !tasks.is_empty() {
             let can_start = next < rest.len()

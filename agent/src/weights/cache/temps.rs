@@ -64,6 +64,18 @@ impl PublishStep {
 #[derive(Clone)]
 pub struct PublishHook(pub Arc<dyn Fn(PublishStep) + Send + Sync>);
 
+impl PublishHook {
+    /// A hook that kills this process with SIGKILL right after `step`: no destructor, no
+    /// cleanup runs, exactly as when the node kills the agent there. For crash tests only.
+    pub fn kill_at(step: PublishStep) -> PublishHook {
+        PublishHook(Arc::new(move |s| {
+            if s == step {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
+        }))
+    }
+}
+
 impl std::fmt::Debug for PublishHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PublishHook")
