@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use coldstart_agent::weights::RepoId;
 use coldstart_agent::weights::budget::{self, Wanted};
 use coldstart_agent::weights::cache::HubCache;
+use coldstart_agent::weights::cache::{PublishHook, PublishStep};
 use coldstart_agent::weights::filter::Filter;
 use coldstart_agent::weights::hub::{HubClient, HubOptions};
 use coldstart_agent::weights::sync::{PROGRESS_INTERVAL, SyncOptions, SyncReport, Syncer};
 use coldstart_agent::weights::transfer::TransferOptions;
+use coldstart_agent::weights::{RepoId, validate_revision};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::output::{self, Format};
@@ -105,10 +106,27 @@ pub struct SyncArgs {
     /// Free space (MiB) to leave on the cache's filesystem.
     #[arg(long, default_value_t = 1024)]
     pub cache_margin_mib: u64,
+    /// The minimum rate, in KiB per `--hub-min-rate-window`: a connection below it is dropped
+    /// and its range resumed on a fresh one; the file fails after the attempts (0: no floor).
+    #[arg(long, default_value_t = 64)]
+    pub hub_min_rate_kib: u64,
+    /// The window of the minimum rate, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hub_min_rate_window: u64,
+    /// Crash tests only: SIGKILL this process right after the named publish step
+    /// (`started`, `trees-written`, `snapshot-built`, `snapshot-published`, `ref-staged`,
+    /// `ref-written`).
+    #[arg(long, env = "COLDSTART_TEST_KILL_AT", hide = true, value_parser = parse_step)]
+    pub kill_at: Option<PublishStep>,
     /// Most bytes the cache may hold, all models together (`500GiB`, `200G`, `1048576`): past
     /// it, models not wanted are evicted least recently used first before downloading.
     #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
     pub cache_budget: Option<u64>,
+}
+
+/// `--kill-at`: a publish step's name.
+fn parse_step(text: &str) -> Result<PublishStep, String> {
+    PublishStep::parse(text).ok_or_else(|| format!("no publish step named {text:?}"))
 }
 
 /// `--cache-budget` through the library's parser (a clear usage error on garbage).
@@ -126,6 +144,7 @@ pub struct Prepared {
 /// Parses and opens everything; bad input fails here, before any download.
 pub fn prepare(hub: &HubArgs, sync: &SyncArgs, model: &str) -> anyhow::Result<Prepared> {
     let repo = RepoId::parse(model)?;
+    validate_revision(hub.revision())?;
     let filter = Filter::new(&sync.include, &sync.exclude)?;
     let mut opts = SyncOptions::new(filter);
     opts.revision = hub.revision().to_string();
@@ -139,9 +158,19 @@ pub fn prepare(hub: &HubArgs, sync: &SyncArgs, model: &str) -> anyhow::Result<Pr
     opts.transfer = TransferOptions {
         connections: sync.connections as usize,
         chunk_bytes: sync.chunk_mib << 20,
+        journal_bytes: sync.chunk_mib << 20,
+        min_rate_bytes: sync.hub_min_rate_kib << 10,
+        min_rate_window: std::time::Duration::from_secs(sync.hub_min_rate_window),
         ..TransferOptions::default()
     };
-    let cache = hub.open_cache()?;
+    let mut cache = hub.open_cache()?;
+    if let Some(step) = sync.kill_at {
+        cache = Arc::new(
+            (*cache)
+                .clone()
+                .with_publish_hook(PublishHook::kill_at(step)),
+        );
+    }
     let syncer = Syncer::new(hub.hub()?, cache, opts.transfer.clone());
     Ok(Prepared { repo, opts, syncer })
 }
