@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -178,6 +179,28 @@ impl FakeHub {
     /// Paces every new body at `bytes_per_sec` (`None`: full speed).
     pub fn set_rate_limit_per_connection(&self, bytes_per_sec: Option<u64>) {
         self.shared.knobs.set_rate(bytes_per_sec);
+    }
+
+    /// Every new file body sends `bytes` bytes every `every` (the wait first), until
+    /// [`FakeHub::clear_faults`]: a server that keeps a connection alive without serving it.
+    /// `None` (or 0 bytes) stops it for new bodies.
+    pub fn drip(&self, drip: Option<(u64, Duration)>) {
+        self.shared.knobs.set_drip(drip);
+    }
+
+    /// The revision API answers `sha` as the commit of any revision (a server that answers
+    /// for something else than was asked); `None` answers truthfully again.
+    pub fn answer_revision_with(&self, sha: Option<&str>) {
+        self.shared
+            .knobs
+            .set_revision_answer(sha.map(str::to_string));
+    }
+
+    /// Appends `n` made-up files (`pad/0000000.dat`, ..., 1 byte each, never downloadable) to
+    /// every tree listing, all on its last page, generated as the body streams (the fake holds
+    /// none of them): a huge listing for memory and cap tests. 0 turns it off.
+    pub fn pad_tree(&self, n: u64) {
+        self.shared.knobs.set_tree_padding(n);
     }
 
     /// Entries per tree page (at least 1).
