@@ -16,10 +16,11 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::images::{
     Error, ImageManifest, ImageRef, ImageState, Images, PullProgress, RegistryAuth, RuntimeInfo,
 };
-use crate::weights::transfer::RateFloor;
+use crate::rate_floor::RateFloor;
 
 /// How many times (100 ms apart) CRI's view of the pin is re-read before giving up.
 const CRI_PIN_POLLS: u32 = 50;
@@ -36,10 +37,8 @@ pub struct Options {
     pub min_rate_window: Duration,
     /// Attempts in all (1 = no retry).
     pub attempts: u32,
-    /// First backoff; doubles per retry up to `backoff_max`.
-    pub backoff_initial: Duration,
-    /// Longest backoff.
-    pub backoff_max: Duration,
+    /// Wait between attempts: 1 s doubling to 30 s by default.
+    pub backoff: Backoff,
     /// How often progress is read.
     pub progress_interval: Duration,
     /// Free space to leave on each filesystem after the pull.
@@ -57,8 +56,7 @@ impl Default for Options {
             min_rate_bytes: 64 << 10,
             min_rate_window: Duration::from_secs(60),
             attempts: 5,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
+            backoff: Backoff::constant(Duration::from_secs(1), Duration::from_secs(30)),
             progress_interval: Duration::from_millis(500),
             margin_bytes: 1 << 30,
             unpack_ratio: 2.5,
@@ -242,7 +240,6 @@ async fn pull_with_retries<I: Images>(
     on_event: &mut impl FnMut(Event),
 ) -> Result<u32, Error> {
     let blobs = manifest.map(ImageManifest::blobs).unwrap_or_default();
-    let mut backoff = opts.backoff_initial;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -254,6 +251,7 @@ async fn pull_with_retries<I: Images>(
                 return Ok(attempt);
             }
             Err(e) if e.is_transient() && attempt < opts.attempts => {
+                let backoff = opts.backoff.after_failures(attempt);
                 warn!(%image, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "pull failed, retrying");
                 on_event(Event::Retry {
                     attempt,
@@ -261,7 +259,6 @@ async fn pull_with_retries<I: Images>(
                     backoff,
                 });
                 sleep(backoff).await;
-                backoff = (backoff * 2).min(opts.backoff_max);
             }
             Err(e) => return Err(e),
         }

@@ -13,6 +13,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use tracing::{instrument, warn};
 
 use super::{Error, RepoId};
+use crate::backoff::Backoff;
 
 mod listing;
 
@@ -36,10 +37,9 @@ pub struct HubOptions {
     pub read_timeout: Duration,
     /// Attempts per request (1 = no retry).
     pub attempts: u32,
-    /// First backoff; doubles up to `backoff_max`.
-    pub backoff_initial: Duration,
-    /// Longest backoff (also caps `Retry-After`).
-    pub backoff_max: Duration,
+    /// Wait between attempts: 500 ms doubling to 30 s by default; its maximum also caps a
+    /// server's `Retry-After`.
+    pub backoff: Backoff,
     /// Caps on a tree listing.
     pub listing: ListingLimits,
 }
@@ -63,8 +63,7 @@ impl HubOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             attempts: 6,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
+            backoff: Backoff::constant(Duration::from_millis(500), Duration::from_secs(30)),
             listing: ListingLimits::default(),
         }
     }
@@ -142,7 +141,6 @@ impl HubClient {
         send_token: bool,
         headers: HeaderMap,
     ) -> Result<Response, Error> {
-        let mut backoff = self.opts.backoff_initial;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -156,7 +154,7 @@ impl HubClient {
             let result = req.send().await;
             let wait = match &result {
                 Ok(resp) if retryable(resp.status()) => {
-                    retry_after(resp.headers()).map(|d| d.min(self.opts.backoff_max))
+                    retry_after(resp.headers()).map(|d| d.min(self.opts.backoff.max()))
                 }
                 Ok(_) => return result.map_err(|e| http_error(url, &e)),
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => None,
@@ -171,10 +169,9 @@ impl HubClient {
                     Err(e) => Err(http_error(url, &e)),
                 };
             }
-            let delay = wait.unwrap_or(backoff);
+            let delay = wait.unwrap_or_else(|| self.opts.backoff.after_failures(attempt));
             warn!(url = %redact(url), attempt, delay_ms = delay.as_millis() as u64, "hub request failed, retrying");
             tokio::time::sleep(delay).await;
-            backoff = (backoff * 2).min(self.opts.backoff_max);
         }
     }
 

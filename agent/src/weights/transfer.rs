@@ -14,7 +14,6 @@
 //!
 //! Why not `hf-hub`: it verifies no hash and cannot resume (DESIGN.md); both are required here.
 
-mod floor;
 mod journal;
 mod stream;
 
@@ -31,7 +30,7 @@ use tracing::{debug, instrument, warn};
 use super::cache::HubCache;
 use super::hub::{FileSource, HubClient};
 use super::{Digest, Error, RepoId, TreeEntry};
-pub use floor::{RateFloor, Shortfall};
+use crate::backoff::Backoff;
 use journal::Journal;
 use stream::{Hasher, RangeOutcome, fetch_range, fetch_whole};
 
@@ -231,7 +230,6 @@ impl Engine {
     /// One stream for the whole file (small files, or a server that ignores Range).
     async fn single_stream(&self, job: &Job) -> Result<(), Error> {
         let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let mut backoff = Backoff::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -240,7 +238,7 @@ impl Engine {
                 Ok(()) => break,
                 Err(e) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, "stream failed, starting over");
-                    backoff.wait().await;
+                    tokio::time::sleep(RETRY_BACKOFF.after_failures(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -321,7 +319,6 @@ impl Engine {
         let start = index as u64 * job.chunk;
         let end = (start + job.chunk).min(job.size);
         let mut at = start + lock(&job.journal).resume_offset(index);
-        let mut backoff = Backoff::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -335,7 +332,7 @@ impl Engine {
                 Err((reached, e)) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, start, reached, "range failed, resuming");
                     at = reached;
-                    backoff.wait().await;
+                    tokio::time::sleep(RETRY_BACKOFF.after_failures(attempt)).await;
                 }
                 Err((_, e)) => return Err(e),
             }
@@ -360,19 +357,9 @@ struct Job {
     flush: Arc<Notify>,
 }
 
-/// Exponential backoff between attempts on one stream or range: 200 ms doubling to 10 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(200))
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-    }
-}
+/// Between attempts on one stream or range: 200 ms doubling to 10 s.
+const RETRY_BACKOFF: Backoff =
+    Backoff::constant(Duration::from_millis(200), Duration::from_secs(10));
 
 /// Whether retrying the transfer can help (network trouble, short bodies), as opposed to a
 /// full disk or a refusal.

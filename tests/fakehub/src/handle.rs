@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +31,14 @@ impl FakeHub {
         let (rt, thread) = coldstart_fakeserve::runtime_thread("fake-hub", stop.clone())?;
         let life = Lifetime::new(stop.clone());
         life.own_thread(thread);
-        // One token stops the servers and the runtime. On failure `life` drops: the runtime
-        // stops and its thread is joined.
-        let (shared, _) = rt.block_on(start_servers(opts, stop))?;
+        // One token stops the servers and the runtime. They start on the runtime (the caller
+        // may itself be inside another runtime, where blocking on a future panics). On failure
+        // `life` drops: the runtime stops and its thread is joined.
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(start_servers(opts, stop).await);
+        });
+        let (shared, _) = rx.recv().context("the fake hub's runtime stopped")??;
         Ok(FakeHub {
             shared,
             life: Arc::new(life),

@@ -14,8 +14,8 @@ use tokio_util::bytes::Bytes;
 
 use super::super::hub::{body_error, redact};
 use super::super::{Digest, Error};
-use super::floor::RateFloor;
 use super::{Counters, Engine, Job, add, lock};
+use crate::rate_floor::RateFloor;
 
 /// Bytes gathered before one positioned write.
 const WRITE_BUF: usize = 1 << 20;

@@ -60,7 +60,8 @@ fn client(hub: &FakeHub, token: Option<&str>) -> HubClient {
     let mut o = HubOptions::new(&hub.url());
     o.token = token.map(str::to_string);
     o.attempts = 4;
-    o.backoff_initial = Duration::from_millis(20);
+    o.backoff =
+        crate::backoff::Backoff::constant(Duration::from_millis(20), Duration::from_secs(30));
     o.read_timeout = Duration::from_secs(2);
     HubClient::new(o).unwrap()
 }
@@ -287,7 +288,8 @@ async fn a_silent_server_is_named_in_the_read_timeout() {
     let e = r.entry("model.safetensors");
     let mut o = HubOptions::new(&r.hub.url());
     o.read_timeout = Duration::from_secs(1);
-    o.backoff_initial = Duration::from_millis(20);
+    o.backoff =
+        crate::backoff::Backoff::constant(Duration::from_millis(20), Duration::from_secs(30));
     let opts = TransferOptions {
         range_attempts: 2,
         ..r.opts()
