@@ -214,7 +214,7 @@ fn cached_image(cache: &Path, cfg: &Config) -> anyhow::Result<OciLayout> {
         cfg.mib, cfg.layers, cfg.seed
     ));
     if dir.join(".complete").is_file() {
-        match load_layout(&dir) {
+        match OciLayout::load(&dir) {
             Ok(l) => {
                 println!("image: cached {}", dir.display());
                 return Ok(l);
@@ -234,59 +234,7 @@ fn cached_image(cache: &Path, cfg: &Config) -> anyhow::Result<OciLayout> {
         dir.display(),
         t.elapsed().as_secs_f64()
     );
-    load_layout(&dir)
-}
-
-/// Reads an OCI layout back (index -> manifest -> config), checking every blob's size.
-fn load_layout(dir: &Path) -> anyhow::Result<OciLayout> {
-    let read_json = |p: PathBuf| -> anyhow::Result<serde_json::Value> {
-        let bytes = std::fs::read(&p).with_context(|| format!("read {}", p.display()))?;
-        Ok(serde_json::from_slice(&bytes)?)
-    };
-    let desc = |v: &serde_json::Value| -> anyhow::Result<(String, u64)> {
-        let d = v["digest"].as_str().context("descriptor without digest")?;
-        let s = v["size"].as_u64().context("descriptor without size")?;
-        Ok((d.to_string(), s))
-    };
-    let blob = |d: &str| {
-        dir.join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index = read_json(dir.join("index.json"))?;
-    let (manifest_digest, manifest_size) = desc(&index["manifests"][0])?;
-    let manifest = read_json(blob(&manifest_digest))?;
-    let (config_digest, config_size) = desc(&manifest["config"])?;
-    let config = read_json(blob(&config_digest))?;
-    let layers = manifest["layers"]
-        .as_array()
-        .context("manifest without layers")?
-        .iter()
-        .map(desc)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array()
-        .context("config without diff_ids")?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    for (d, size) in &layers {
-        let len = std::fs::metadata(blob(d))?.len();
-        ensure!(
-            len == *size,
-            "{d}: {len} bytes on disk, {size} in the manifest"
-        );
-    }
-    let compressed_size = layers.iter().map(|(_, s)| s).sum::<u64>() + config_size + manifest_size;
-    Ok(OciLayout {
-        dir: dir.to_path_buf(),
-        manifest_digest,
-        config_digest,
-        layers,
-        compressed_size,
-        diff_ids,
-        manifest_size,
-        config_size,
-    })
+    OciLayout::load(&dir)
 }
 
 /// What the numbers were measured on.

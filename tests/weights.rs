@@ -7,6 +7,11 @@
 mod common;
 mod support;
 
+#[path = "weights/crash.rs"]
+mod crash;
+#[path = "weights/hostile.rs"]
+mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -20,7 +20,7 @@ mod tests;
 
 pub use crds::{CrdFile, crd_files};
 pub use names::{model_label_key, model_name};
-pub use selector::{SelectorError, parse_selector};
+pub use selector::{SelectorError, matches, parse_selector};
 
 /// API group.
 pub const GROUP: &str = "coldstart.dev";

@@ -22,5 +22,28 @@ pub fn chain(err: &dyn Error) -> String {
     line
 }
 
+/// Panics when rendering `err` as `{:#}` prints one of its causes more than once (a message
+/// that repeats its `#[source]`). For the tests of each module's errors.
+#[cfg(test)]
+pub fn assert_no_repeated_cause(err: &(dyn Error + 'static)) {
+    let mut line = err.to_string();
+    let mut causes = Vec::new();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    for text in causes {
+        assert_eq!(
+            line.matches(&text).count(),
+            1,
+            "{text:?} repeated in {line:?}"
+        );
+    }
+    assert_eq!(chain(err), line, "chain() reads as anyhow's {{:#}}");
+}
+
 #[cfg(test)]
 mod tests;

@@ -11,13 +11,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::{ColdModel, ColdNodeStatus, Condition, name_of};
 
 pub mod retry;
-mod selector;
 mod status;
 #[cfg(test)]
 mod tests;
 
+pub use crate::api::matches;
 pub use retry::{Backoff, Failed, Mono};
-pub use selector::matches;
 pub use status::{REASON_DEADLINE, REASON_FAILED, REASON_WARM, REASON_WARMING};
 
 /// An image in containerd, as the images port and the warmer's records report it.

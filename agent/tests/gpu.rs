@@ -11,31 +11,21 @@ use std::time::{Duration, Instant};
 use coldstart_agent::gpu::{self, Error, Gpu, GpuReport, Monitor, NvmlGpu, Settings, policy};
 use serde_json::Value;
 
+#[allow(dead_code)] // only compile() is used here
+#[path = "../../tests/support/nvml.rs"]
+mod nvml;
+
 struct Stub {
     _dir: tempfile::TempDir,
     lib: PathBuf,
 }
 
-/// Builds the stub library answering from `scenario`. No C compiler is a failure, not a skip.
+/// Builds the stub library answering from `scenario`.
 fn stub(scenario: &str) -> Stub {
     let dir = tempfile::tempdir().expect("tempdir");
     let scenario_path = dir.path().join("scenario");
     std::fs::write(&scenario_path, scenario).expect("write scenario");
-    let lib = dir.path().join("libnvidia-ml.so.1");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nvml-stub/nvml_stub.c");
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&lib)
-        .arg(format!("-DSCENARIO=\"{}\"", scenario_path.display()))
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("these tests need a C compiler as `cc` (e.g. gcc): {e}"));
-    assert!(
-        out.status.success(),
-        "cc failed on {}:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lib = nvml::compile(dir.path(), &scenario_path);
     Stub { _dir: dir, lib }
 }
 

@@ -5,17 +5,12 @@
 //! model names an image, and the containerd client connects lazily). Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coldstart_agent::api::{ColdNodeStatus, PartPhase, Phase};
 use coldstart_agent::standalone::{ClientError, ModelEntry, NodeClient, NodeStatus};
 use coldstart_fakehub::{FakeHub, Options};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -39,88 +34,28 @@ fn seed(hub: &FakeHub, repo: &str, seed: u8) -> String {
     commit.id.clone()
 }
 
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
+#[path = "../../tests/common/agent.rs"]
+mod agent_process;
+
+use agent_process::AgentProcess;
+
+/// The standalone agent with its files under `dir`.
+struct Agent(AgentProcess);
 
 impl Agent {
     fn start(dir: &Path, hub: &FakeHub) -> Agent {
-        let mut cmd = Command::new(agent_bin());
-        for (k, _) in std::env::vars() {
-            let proxy = k.to_ascii_lowercase().ends_with("_proxy");
-            if k.starts_with("COLDSTART_") || k.starts_with("KUBERNETES_") || proxy {
-                cmd.env_remove(k);
-            }
-        }
-        let p = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
-        cmd.args([
-            "run",
-            "--standalone",
-            "--node-name",
-            "edge-1",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--tick-interval",
-            "1",
-            "--cache-root",
-            &p("cache"),
-            "--models-file",
-            &p("etc/models.toml"),
-            "--socket",
-            &p("run/agent.sock"),
-            "--containerd-socket",
-            &p("no-containerd.sock"),
-            "--containerd-root",
-            &p("no-containerd"),
-            "--containerd-config",
-            &p("no-containerd.toml"),
-            "--hub-endpoint",
-            &hub.url(),
-        ])
-        .env("COLDSTART_LOG", "info")
-        .env("COLDSTART_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn coldstart-agent");
-        let pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Agent { child, stderr }
+        let mut cmd = agent_process::scrubbed(&agent_bin());
+        cmd.args(agent_process::standalone_args(dir, &hub.url()));
+        Agent(AgentProcess::spawn(cmd))
     }
 
     fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
+        self.0.log()
     }
 
     /// SIGTERM, then the exit code (bounded).
     fn terminate(&mut self) -> i32 {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        kill(pid, Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.terminate(BOUND)
     }
 }
 
@@ -305,13 +240,13 @@ async fn a_second_agent_on_the_same_socket_is_refused() {
     let mut second = Agent::start(dir.path(), &hub);
     let deadline = Instant::now() + BOUND;
     let code = loop {
-        if let Some(status) = second.child.try_wait().expect("wait") {
-            break status.code();
+        if let Some(code) = second.0.exit_code() {
+            break code;
         }
         assert!(Instant::now() < deadline, "second agent kept running");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(code, Some(1), "{}", second.log());
+    assert_eq!(code, 1, "{}", second.log());
     assert!(
         second.log().contains("another agent is listening"),
         "{}",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use coldstart_agent::weights::budget;
-use coldstart_agent::weights::cache::HubCache;
+use coldstart_agent::weights::cache::{HubCache, PublishStep};
 use coldstart_agent::weights::hub::{HubClient, HubOptions};
 
 use crate::report::CliError;
@@ -155,11 +155,28 @@ pub struct SyncArgs {
     /// Free space (MiB) to leave on the cache's filesystem.
     #[arg(long, default_value_t = 1024, help_heading = SYNC)]
     pub cache_margin_mib: u64,
+    /// The minimum rate, in KiB per `--hub-min-rate-window`: a connection below it is dropped
+    /// and its range resumed on a fresh one; the file fails after the attempts (0: no floor).
+    #[arg(long, default_value_t = 64)]
+    pub hub_min_rate_kib: u64,
+    /// The window of the minimum rate, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hub_min_rate_window: u64,
+    /// Crash tests only: SIGKILL this process right after the named publish step
+    /// (`started`, `trees-written`, `snapshot-built`, `snapshot-published`, `ref-staged`,
+    /// `ref-written`).
+    #[arg(long, env = "COLDSTART_TEST_KILL_AT", hide = true, value_parser = parse_step)]
+    pub kill_at: Option<PublishStep>,
     /// Most bytes the cache may hold, all models together (`500GiB`, `200G`, `1048576`): past
     /// it, models not wanted are evicted least recently used first before downloading.
     #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_budget,
           help_heading = SYNC)]
     pub cache_budget: Option<u64>,
+}
+
+/// `--kill-at`: a publish step's name.
+fn parse_step(text: &str) -> Result<PublishStep, String> {
+    PublishStep::parse(text).ok_or_else(|| format!("no publish step named {text:?}"))
 }
 
 /// `--cache-budget` through the library's parser (a clear usage error on garbage).

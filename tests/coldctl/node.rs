@@ -3,18 +3,15 @@
 //! root, no containerd (no model names an image); every wait is bounded and the agent gets
 //! SIGTERM at the end.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coldstart_fakehub::{FakeHub, Options};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use crate::common;
+use crate::common::agent::AgentProcess;
 
 const BOUND: Duration = Duration::from_secs(60);
 const REPO: &str = "org/model";
@@ -22,8 +19,7 @@ const NAME: &str = "org--model";
 
 /// A running standalone agent, its files in a tempdir.
 struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
+    process: AgentProcess,
     dir: tempfile::TempDir,
 }
 
@@ -32,48 +28,11 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         let mut cmd = common::agent_command();
-        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-        cmd.args([
-            "run",
-            "--standalone",
-            "--node-name",
-            "edge-1",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--tick-interval",
-            "1",
-            "--cache-root",
-            &p("cache"),
-            "--models-file",
-            &p("etc/models.toml"),
-            "--socket",
-            &p("run/agent.sock"),
-            "--containerd-socket",
-            &p("no-containerd.sock"),
-            "--containerd-root",
-            &p("no-containerd"),
-            "--containerd-config",
-            &p("no-containerd.toml"),
-            "--hub-endpoint",
-            &hub.url(),
-        ])
-        .env("COLDSTART_LOG", "info")
-        .env("COLDSTART_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn coldstart-agent: {e}"));
-        let pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let agent = Agent { child, stderr, dir };
+        cmd.args(common::agent::standalone_args(dir.path(), &hub.url()));
+        let agent = Agent {
+            process: AgentProcess::spawn(cmd),
+            dir,
+        };
         let deadline = Instant::now() + BOUND;
         while UnixStream::connect(agent.socket()).is_err() {
             assert!(
@@ -95,7 +54,7 @@ impl Agent {
     }
 
     fn log(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
+        self.process.log()
     }
 
     /// `coldctl --node=SOCK ARGS`, bounded.
@@ -106,23 +65,7 @@ impl Agent {
 
     /// SIGTERM, then the exit code (bounded).
     fn terminate(&mut self) -> i32 {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.terminate(BOUND)
     }
 }
 

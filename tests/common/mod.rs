@@ -8,6 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+
+pub mod agent;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::Endpoint;
@@ -36,14 +38,7 @@ pub fn agent_command() -> Command {
         "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
         bin.display()
     );
-    let mut cmd = Command::new(bin);
-    for (k, _) in std::env::vars() {
-        let proxy = k.to_ascii_lowercase().ends_with("_proxy");
-        if k.starts_with("COLDSTART_") || k.starts_with("KUBERNETES_") || proxy {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
+    agent::scrubbed(&bin)
 }
 
 /// The result of one `coldctl` run.

@@ -87,3 +87,32 @@ async fn a_hung_pass_turns_readiness_off_and_cancel_ends_it() {
         .expect("loop stops after the pass observes the token")
         .expect("task");
 }
+
+#[test]
+fn pass_errors_say_which_port_once_and_the_cause_once() {
+    use std::io;
+    let samples = [
+        Error::Weights(crate::weights::Error::from(crate::fsx::Error::io(
+            "rename",
+            "/cache/refs/main",
+            io::ErrorKind::PermissionDenied.into(),
+        ))),
+        Error::StatusFile(crate::fsx::Error::io(
+            "write",
+            "/state/status.json",
+            io::Error::from_raw_os_error(28),
+        )),
+        Error::Images(crate::images::Error::Io {
+            op: "read",
+            path: "/etc/containerd/config.toml".into(),
+            source: io::ErrorKind::NotFound.into(),
+        }),
+    ];
+    for e in &samples {
+        crate::errors::assert_no_repeated_cause(e);
+    }
+    assert_eq!(
+        crate::errors::chain(&samples[1]),
+        "status file: write /state/status.json: No space left on device (os error 28)"
+    );
+}

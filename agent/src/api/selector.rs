@@ -1,6 +1,7 @@
 //! kubectl's label-selector syntax (`a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`,
 //! `!a`, comma-separated: every requirement must hold) parsed into a [`LabelSelector`], so
-//! `coldctl --selector` writes exactly what the API server would evaluate.
+//! `coldctl --selector` writes exactly what the API server would evaluate, and [`matches`],
+//! which evaluates one against a node's labels as the API server does.
 
 use std::collections::BTreeMap;
 
@@ -227,4 +228,36 @@ fn check_name(n: &str) -> Result<(), String> {
         return Err("must start and end with a letter or digit".into());
     }
     Ok(())
+}
+
+/// Whether `selector` selects an object with `labels`. No selector selects everything, as does
+/// an empty one. An unknown operator selects nothing (the API server rejects such selectors, so
+/// a node is never warmed on a selector we cannot read).
+pub fn matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(sel) = selector else {
+        return true;
+    };
+    let labels_ok = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|req| requirement(req, labels))
+}
+
+fn requirement(req: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&req.key);
+    let values = req.values.as_deref().unwrap_or_default();
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
 }

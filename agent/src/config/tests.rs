@@ -277,3 +277,12 @@ fn standalone_paths_are_checked() {
         );
     }
 }
+
+#[test]
+fn an_unreadable_config_file_names_the_file_and_the_cause_once() {
+    let e = crate::config::Error::Read {
+        path: "/etc/coldstart/agent.toml".into(),
+        source: std::io::ErrorKind::PermissionDenied.into(),
+    };
+    crate::errors::assert_no_repeated_cause(&e);
+}

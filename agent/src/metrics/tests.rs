@@ -79,3 +79,48 @@ fn port_errors_use_their_metric_labels() {
         "{t}"
     );
 }
+
+#[test]
+fn gpu_series_follow_the_report() {
+    use crate::gpu::{DeviceInfo, DeviceReport, GpuReport};
+    let device = |index: u32, healthy: bool| DeviceReport {
+        info: DeviceInfo {
+            index,
+            temperature_celsius: Some(if healthy { 40 } else { 93 }),
+            memory_used_bytes: if healthy { 0 } else { 1 << 20 },
+            ..DeviceInfo::default()
+        },
+        healthy,
+        reason: (!healthy).then_some("XIDError"),
+        message: None,
+        xids: if healthy {
+            Default::default()
+        } else {
+            [(79, 3)].into()
+        },
+    };
+    let r = GpuReport {
+        healthy: false,
+        reason: "XIDError",
+        message: "gpu 1: xid 79".into(),
+        expected: 2,
+        driver_version: None,
+        cuda_version: None,
+        devices: vec![device(0, true), device(1, false)],
+        xid_watch_error: None,
+    };
+    let m = Metrics::new();
+    m.gpu(&r);
+    m.gpu(&r);
+    let t = m.encode().expect("encodes");
+    for line in [
+        "coldstart_gpu_healthy{gpu=\"all\"} 0",
+        "coldstart_gpu_healthy{gpu=\"0\"} 1",
+        "coldstart_gpu_healthy{gpu=\"1\"} 0",
+        "coldstart_gpu_temperature_celsius{gpu=\"1\"} 93",
+        "coldstart_gpu_memory_used_bytes{gpu=\"1\"} 1048576",
+        "coldstart_gpu_xid_events_total{gpu=\"1\",xid=\"79\"} 3",
+    ] {
+        assert!(t.contains(line), "{line} missing in:\n{t}");
+    }
+}

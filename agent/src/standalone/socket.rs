@@ -42,7 +42,7 @@ const SOCKET_MODE: u32 = 0o660;
 const MAX_BODY: usize = 64 << 10;
 
 /// What `GET /v1/status` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     /// This node's name.

@@ -10,9 +10,13 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, LINK, LOCATION, RANGE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
-use tracing::{debug, instrument, warn};
+use tracing::{instrument, warn};
 
-use super::{Error, Lfs, RepoId, TreeEntry, safe_relative_path};
+use super::{Error, RepoId};
+
+mod listing;
+
+pub use listing::ListingLimits;
 
 /// Most redirects followed for one resolve.
 const MAX_REDIRECTS: usize = 5;
@@ -36,6 +40,8 @@ pub struct HubOptions {
     pub backoff_initial: Duration,
     /// Longest backoff (also caps `Retry-After`).
     pub backoff_max: Duration,
+    /// Caps on a tree listing.
+    pub listing: ListingLimits,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -59,6 +65,7 @@ impl HubOptions {
             attempts: 6,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            listing: ListingLimits::default(),
         }
     }
 }
@@ -106,6 +113,11 @@ impl HubClient {
             endpoint,
             opts,
         })
+    }
+
+    /// Longest silence while reading a body before the read fails.
+    pub fn read_timeout(&self) -> Duration {
+        self.opts.read_timeout
     }
 
     fn url(&self, path: &str) -> Result<Url, Error> {
@@ -264,50 +276,6 @@ impl HubClient {
         Ok(info.sha.to_ascii_lowercase())
     }
 
-    /// Every file of the repository at `commit` (directories dropped), names validated.
-    #[instrument(skip_all, fields(repo = %repo, commit), err(level = "debug"))]
-    pub async fn list_tree(&self, repo: &RepoId, commit: &str) -> Result<Vec<TreeEntry>, Error> {
-        let mut url = self.url(&format!("/api/models/{repo}/tree/{commit}?recursive=true"))?;
-        let mut out = Vec::new();
-        let what = format!("{repo}@{commit}");
-        for _ in 0..MAX_PAGES {
-            // Some servers redirect the listing (olah: to the URL with a trailing slash).
-            let (page_url, resp) = self.follow(Method::GET, url, &what, |_| {}).await?;
-            url = page_url;
-            let next = next_link(resp.headers(), &url);
-            let page: Vec<RawEntry> = resp.json().await.map_err(|e| Error::Protocol {
-                url: redact(&url),
-                reason: e.to_string(),
-            })?;
-            for raw in page {
-                if raw.kind != "file" {
-                    continue;
-                }
-                safe_relative_path(&raw.path)?;
-                out.push(TreeEntry {
-                    path: raw.path,
-                    size: raw.size,
-                    oid: raw.oid,
-                    lfs: raw.lfs.map(|l| Lfs {
-                        sha256: l.oid,
-                        size: l.size,
-                    }),
-                });
-            }
-            match next {
-                Some(n) => url = n,
-                None => {
-                    debug!(files = out.len(), "tree listed");
-                    return Ok(out);
-                }
-            }
-        }
-        Err(Error::Protocol {
-            url: redact(&url),
-            reason: format!("more than {MAX_PAGES} tree pages"),
-        })
-    }
-
     /// Where `path` at `commit` is downloaded from: HEAD on `resolve`, redirects followed by
     /// hand (relative ones against the endpoint), the token only while on the endpoint's host.
     #[instrument(skip_all, fields(repo = %repo, path), err(level = "debug"))]
@@ -367,24 +335,6 @@ impl HubClient {
             .await?;
         self.check(src.url.path(), &src.url, resp)
     }
-}
-
-#[derive(serde::Deserialize)]
-struct RawEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    oid: String,
-    lfs: Option<RawLfs>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawLfs {
-    oid: String,
-    size: u64,
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -451,15 +401,41 @@ pub(crate) fn redact(url: &Url) -> String {
 }
 
 fn http_error(url: &Url, e: &reqwest::Error) -> Error {
+    Error::Http {
+        url: redact(url),
+        reason: cause_chain(url, e),
+    }
+}
+
+/// The error and its sources, `: `-joined, with the URL redacted wherever it appears.
+fn cause_chain(url: &Url, e: &reqwest::Error) -> String {
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         reason = format!("{reason}: {s}");
         src = s.source();
     }
+    reason.replace(url.as_str(), &redact(url))
+}
+
+/// A failure while reading a body from `url` for `what` (a file name, a listing): a read
+/// timeout says that the server sent nothing for `read_timeout`; anything else keeps its
+/// whole cause chain.
+pub(crate) fn body_error(
+    url: &Url,
+    what: &str,
+    e: &reqwest::Error,
+    read_timeout: Duration,
+) -> Error {
+    if e.is_timeout() {
+        return Error::ReadTimeout {
+            what: what.to_string(),
+            seconds: read_timeout.as_secs_f64(),
+        };
+    }
     Error::Http {
         url: redact(url),
-        reason: reason.replace(url.as_str(), &redact(url)),
+        reason: format!("reading {what}: {}", cause_chain(url, e)),
     }
 }
 

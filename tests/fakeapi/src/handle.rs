@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -22,25 +21,11 @@ impl FakeApi {
     /// Starts the fake on a runtime of its own, on its own thread (for synchronous tests and
     /// programs). The thread ends at [`FakeApi::shutdown`] or when the last handle is dropped.
     pub fn start_blocking(opts: Options) -> anyhow::Result<FakeApi> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fake-apiserver-rt")
-            .enable_all()
-            .build()
-            .context("building the runtime")?;
-        let handle = rt.handle().clone();
         let root = CancellationToken::new();
-        let r = root.clone();
-        let thread = std::thread::Builder::new()
-            .name("fake-apiserver".to_string())
-            .spawn(move || {
-                rt.block_on(r.cancelled());
-                rt.shutdown_timeout(Duration::from_secs(5));
-            })
-            .context("spawning the fake API server thread")?;
+        let (handle, thread) = coldstart_fakeserve::runtime_thread("fake-apiserver", root.clone())?;
         match Self::start_on(opts, handle, Some(root.clone())) {
             Ok(api) => {
-                *api.life.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+                api.life.server.own_thread(thread);
                 Ok(api)
             }
             Err(e) => {
@@ -72,19 +57,18 @@ impl FakeApi {
         Ok(FakeApi {
             shared,
             life: Arc::new(Lifetime {
-                root,
+                server: coldstart_fakeserve::ServerThread::new(root),
                 listening: Mutex::new(Some(Listening { stop, task })),
                 conns,
                 rt,
                 router,
-                thread: Mutex::new(None),
             }),
         })
     }
 
     /// Stops the listener and drops every connection (idempotent).
     pub fn shutdown(&self) {
-        self.life.root.cancel();
+        self.life.server.stop().cancel();
     }
 
     /// The listener's address.
@@ -243,7 +227,7 @@ impl FakeApi {
     pub fn cut_connections(&self) {
         let mut c = self.life.conns.lock().unwrap_or_else(|p| p.into_inner());
         c.cancel();
-        *c = self.life.root.child_token();
+        *c = self.life.server.stop().child_token();
     }
 
     /// Ends an outage: binds the same port again if it was closed.
@@ -255,9 +239,12 @@ impl FakeApi {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            anyhow::ensure!(!self.life.root.is_cancelled(), "the fake was shut down");
+            anyhow::ensure!(
+                !self.life.server.stop().is_cancelled(),
+                "the fake was shut down"
+            );
             let listener = server::bind(self.shared.addr, &self.life.rt)?;
-            let stop = self.life.root.child_token();
+            let stop = self.life.server.stop().child_token();
             let task = server::spawn(
                 &self.life.rt,
                 listener,

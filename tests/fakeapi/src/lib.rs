@@ -83,26 +83,12 @@ struct Listening {
 /// The server's life: the root token stops everything; the listener can be closed and opened
 /// again, and `conns` (a child of root, replaced after each cut) ends open connections.
 struct Lifetime {
-    root: CancellationToken,
+    /// The root token and, with [`FakeApi::start_blocking`], the runtime's thread.
+    server: coldstart_fakeserve::ServerThread,
     listening: Mutex<Option<Listening>>,
     conns: Arc<Mutex<CancellationToken>>,
     rt: tokio::runtime::Handle,
     router: axum::Router,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Drop for Lifetime {
-    fn drop(&mut self) {
-        self.root.cancel();
-        if let Some(t) = self
-            .thread
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A running fake API server. Cloning gives another handle to the same server; it stops at

@@ -82,18 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("listening {}", api.url());
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    wait_for_signal().await?;
+    coldstart_fakeserve::wait_for_signal().await?;
     api.shutdown();
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -17,72 +16,33 @@ use crate::{FakeHub, Lifetime, Options, Shared, routes, server};
 impl FakeHub {
     /// Binds the listeners and serves on the current tokio runtime.
     pub async fn start(opts: Options) -> anyhow::Result<FakeHub> {
-        let (shared, shutdown) = start_servers(opts).await?;
+        let (shared, shutdown) = start_servers(opts, CancellationToken::new()).await?;
         Ok(FakeHub {
             shared,
-            life: Arc::new(Lifetime {
-                shutdown,
-                thread: Mutex::new(None),
-            }),
+            life: Arc::new(Lifetime::new(shutdown)),
         })
     }
 
     /// Starts the fake on a runtime of its own, on its own thread (for synchronous tests and
     /// programs). The thread ends at [`FakeHub::shutdown`] or when the last handle is dropped.
     pub fn start_blocking(opts: Options) -> anyhow::Result<FakeHub> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("fake-hub".to_string())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("fake-hub-rt")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(anyhow::Error::new(e).context("building the runtime")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    match start_servers(opts).await {
-                        Ok((shared, shutdown)) => {
-                            let _ = tx.send(Ok((shared, shutdown.clone())));
-                            shutdown.cancelled().await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_secs(5));
-            })
-            .context("spawning the fake hub thread")?;
-        let (shared, shutdown) = rx.recv().context("the fake hub thread died")??;
+        let stop = CancellationToken::new();
+        let (rt, thread) = coldstart_fakeserve::runtime_thread("fake-hub", stop.clone())?;
+        let life = Lifetime::new(stop.clone());
+        life.own_thread(thread);
+        // One token stops the servers and the runtime. On failure `life` drops: the runtime
+        // stops and its thread is joined.
+        let (shared, _) = rt.block_on(start_servers(opts, stop))?;
         Ok(FakeHub {
             shared,
-            life: Arc::new(Lifetime {
-                shutdown,
-                thread: Mutex::new(Some(thread)),
-            }),
+            life: Arc::new(life),
         })
     }
 
     /// Stops both listeners and drops every open connection (idempotent). With
     /// [`FakeHub::start_blocking`] it also waits for the server thread.
     pub fn shutdown(&self) {
-        self.life.shutdown.cancel();
-        let thread = self
-            .life
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
+        self.life.stop_and_join();
     }
 
     /// `http://127.0.0.1:PORT`: the endpoint to give clients (`HF_ENDPOINT`).
@@ -221,6 +181,28 @@ impl FakeHub {
         self.shared.knobs.set_rate(bytes_per_sec);
     }
 
+    /// Every new file body sends `bytes` bytes every `every` (the wait first), until
+    /// [`FakeHub::clear_faults`]: a server that keeps a connection alive without serving it.
+    /// `None` (or 0 bytes) stops it for new bodies.
+    pub fn drip(&self, drip: Option<(u64, Duration)>) {
+        self.shared.knobs.set_drip(drip);
+    }
+
+    /// The revision API answers `sha` as the commit of any revision (a server that answers
+    /// for something else than was asked); `None` answers truthfully again.
+    pub fn answer_revision_with(&self, sha: Option<&str>) {
+        self.shared
+            .knobs
+            .set_revision_answer(sha.map(str::to_string));
+    }
+
+    /// Appends `n` made-up files (`pad/0000000.dat`, ..., 1 byte each, never downloadable) to
+    /// every tree listing, all on its last page, generated as the body streams (the fake holds
+    /// none of them): a huge listing for memory and cap tests. 0 turns it off.
+    pub fn pad_tree(&self, n: u64) {
+        self.shared.knobs.set_tree_padding(n);
+    }
+
     /// Entries per tree page (at least 1).
     pub fn set_tree_page_size(&self, n: usize) {
         self.shared
@@ -277,8 +259,11 @@ impl FakeHub {
     }
 }
 
-/// Binds the listeners, then spawns them on the current runtime.
-async fn start_servers(opts: Options) -> anyhow::Result<(Arc<Shared>, CancellationToken)> {
+/// Binds and serves on the current runtime until `shutdown` is cancelled.
+async fn start_servers(
+    opts: Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<Shared>, CancellationToken)> {
     let main = server::bind(opts.addr).await?;
     let cdn = match opts.redirect_lfs_to {
         Some(a) => Some(server::bind(a).await?),
@@ -300,7 +285,6 @@ async fn start_servers(opts: Options) -> anyhow::Result<(Arc<Shared>, Cancellati
     });
     shared.knobs.set_ignore_range(opts.ignore_range);
     shared.knobs.set_rate(opts.rate_limit_per_connection);
-    let shutdown = CancellationToken::new();
     server::spawn(
         main,
         routes::main_router(shared.clone()),

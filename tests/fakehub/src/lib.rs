@@ -22,11 +22,10 @@ mod store;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 pub use stats::{Counters, Endpoint, RangeSeen};
 pub use store::{Commit, FileEntry, LfsInfo};
@@ -108,24 +107,7 @@ impl Shared {
 }
 
 /// Stops the server when the last handle goes.
-struct Lifetime {
-    shutdown: CancellationToken,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Drop for Lifetime {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self
-            .thread
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = t.join();
-        }
-    }
-}
+type Lifetime = coldstart_fakeserve::ServerThread;
 
 /// A running fake Hub. Cloning gives another handle to the same server; the server stops at
 /// [`FakeHub::shutdown`] or when the last handle is dropped.

@@ -120,19 +120,8 @@ async fn run(args: Args, repos: Vec<(String, PathBuf, String)>) -> anyhow::Resul
     println!("listening {}", hub.url());
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    wait_for_signal().await?;
+    coldstart_fakeserve::wait_for_signal().await?;
     hub.shutdown();
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::parse_selector;
-use crate::plan::matches;
+use super::{matches, parse_selector};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -1,13 +1,15 @@
 //! The weights half of `coldctl warm MODEL --here`: sync the model's files from the Hub into
 //! the local Hub cache, verified.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use coldstart_agent::weights::RepoId;
 use coldstart_agent::weights::budget::Wanted;
+use coldstart_agent::weights::cache::PublishHook;
 use coldstart_agent::weights::filter::Filter;
 use coldstart_agent::weights::sync::{PROGRESS_INTERVAL, SyncOptions, SyncReport, Syncer};
 use coldstart_agent::weights::transfer::TransferOptions;
+use coldstart_agent::weights::{RepoId, validate_revision};
 use indicatif::MultiProgress;
 
 use crate::args::{CachePaths, HubArgs, SyncArgs};
@@ -37,6 +39,7 @@ fn prepare_at(
     paths: &CachePaths,
 ) -> anyhow::Result<Prepared> {
     let repo = RepoId::parse(model)?;
+    validate_revision(hub.revision())?;
     let filter = Filter::new(&sync.include, &sync.exclude)?;
     let mut opts = SyncOptions::new(filter);
     opts.revision = hub.revision().to_string();
@@ -50,9 +53,18 @@ fn prepare_at(
     opts.transfer = TransferOptions {
         connections: sync.connections as usize,
         chunk_bytes: sync.chunk_mib << 20,
+        journal_bytes: sync.chunk_mib << 20,
+        min_rate_bytes: sync.hub_min_rate_kib << 10,
+        min_rate_window: std::time::Duration::from_secs(sync.hub_min_rate_window),
         ..TransferOptions::default()
     };
-    let cache = paths.open()?;
+    let mut cache = paths.open()?;
+    if let Some(step) = sync.kill_at {
+        let hooked = (*cache)
+            .clone()
+            .with_publish_hook(PublishHook::kill_at(step));
+        cache = Arc::new(hooked);
+    }
     let syncer = Syncer::new(hub.hub()?, cache, opts.transfer.clone());
     Ok(Prepared { repo, opts, syncer })
 }
