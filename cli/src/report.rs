@@ -165,6 +165,12 @@ impl CliError {
     }
 }
 
+/// A model the verb names does not exist: kind `not_found`, exit 1. The message names the
+/// model and where it was looked for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 /// Prints a verb's result or failure in `format`; returns the exit code.
 pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     match result {
@@ -176,9 +182,15 @@ pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     }
 }
 
-/// The stable label of an error from either port or from the local agent; `error` for the
-/// rest.
+/// The stable label of an error from either port, the local agent, a missing model or a
+/// missing cluster; `error` for the rest. The README's table lists them.
 pub fn kind(err: &anyhow::Error) -> String {
+    if err.downcast_ref::<NotFound>().is_some() {
+        return "not_found".into();
+    }
+    if let Some(e) = err.downcast_ref::<crate::cluster::ConnectError>() {
+        return e.kind().into();
+    }
     if let Some(e) = err.downcast_ref::<coldstart_agent::images::Error>() {
         return e.metric_label().into();
     }
