@@ -15,43 +15,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::args::ClusterArgs;
+use crate::report::ConnectError;
 
 /// Connecting gives up after this long (an address that drops packets).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request gives up when no answer came for this long (we never watch, so no long reads).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Why no client for the cluster could be made; each is one line that says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// No kubeconfig file and not in a pod.
-    #[error(
-        "no cluster configured (no kubeconfig at {looked}, not in a pod): give --kubeconfig, \
-         or use --node to ask this node's agent, or --here to work in this process"
-    )]
-    NoCluster {
-        /// Where a kubeconfig was looked for.
-        looked: String,
-    },
-    /// A kubeconfig was found and cannot be used.
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// The file(s).
-        path: String,
-        /// What is wrong, on one line.
-        reason: String,
-    },
-}
-
-impl ConnectError {
-    /// The stable kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ConnectError::NoCluster { .. } => "no_cluster",
-            ConnectError::Kubeconfig { .. } => "kubeconfig",
-        }
-    }
-}
 
 /// Where kubectl would look for a kubeconfig: `KUBECONFIG`'s files, else `~/.kube/config`;
 /// `None` when running in a pod (the service account).
