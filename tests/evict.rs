@@ -13,25 +13,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use coldstart_fakehub::{FakeHub, Options};
+use support::bytes;
 use support::hub_py::check_snapshot;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 const LONG: Duration = Duration::from_secs(300);
-
-/// Deterministic, incompressible-enough bytes.
-fn bytes(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
 
 /// A model every file of which the default selection picks: a config, a tokenizer (seeded by
 /// `tok_seed`, so two commits can share it) and 2 MiB of weights.

@@ -18,25 +18,12 @@ use std::time::{Duration, Instant};
 
 use coldstart_fakehub::{Endpoint, FakeHub, Options};
 use sha2::{Digest, Sha256};
+use support::bytes;
 use support::hub_py::{Olah, check_snapshot};
 
 const MIB: usize = 1 << 20;
 const LONG: Duration = Duration::from_secs(300);
 const REPO: &str = "org/model";
-
-/// Deterministic, incompressible-enough bytes.
-fn bytes(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
 
 /// A model directory shaped like a real one: sharded safetensors with an index, files vLLM
 /// does not load, nested paths.

@@ -30,7 +30,7 @@ use crate::agent::{Error, Reconcile};
 use crate::api::{ColdModel, ColdNode, Condition, Phase, WARMING_TAINT_KEY};
 use crate::gpu;
 use crate::images::{DockerConfig, ImageRef, Images, RegistryAuth};
-use crate::node::{self, NodeSurface};
+use crate::node::{self, DeadlineAction, NodeSurface};
 use crate::plan::{self, Limits, Plan};
 use crate::warmer::{CredentialError, Credentials, PassInputs, Warmer};
 use crate::weights::Weights;
@@ -60,6 +60,8 @@ pub struct Settings {
     pub surface: node::Settings,
     /// Registry credentials used when a ColdModel names no pull secret.
     pub pull_secret: Option<DockerConfig>,
+    /// What happens past the warming deadline besides the condition and the Event.
+    pub deadline_action: DeadlineAction,
 }
 
 /// The Kubernetes clients: one for watches (long reads, the client's own retries) and one for
@@ -207,6 +209,8 @@ pub struct Cluster<I, W> {
     gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
     deadline_reported: bool,
+    /// The NodeClaim was deleted (`DeadlineAction::Replace` acts once).
+    replaced: bool,
     taint_removed: bool,
 }
 
@@ -267,6 +271,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             gpu,
             phases: BTreeMap::new(),
             deadline_reported: false,
+            replaced: false,
             taint_removed: false,
         }
     }
@@ -421,6 +426,31 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
                 .await;
         }
         self.deadline_reported = late;
+        if late && self.settings.deadline_action == DeadlineAction::Replace && !self.replaced {
+            self.replace_node().await;
+        }
+    }
+
+    /// Deletes this node's NodeClaim so that Karpenter replaces the node; once. No NodeClaim
+    /// naming the node (not a Karpenter node, or not registered yet) is tried again next pass.
+    async fn replace_node(&mut self) {
+        match self.surface.delete_own_nodeclaim().await {
+            Ok(Some(claim)) => {
+                self.replaced = true;
+                let msg = format!(
+                    "past the warming deadline: deleted NodeClaim {claim} so that Karpenter \
+                     replaces this node"
+                );
+                warn!(%claim, "deleted this node's NodeClaim (--deadline-action replace)");
+                self.event(EventType::Warning, "ReplacingNode", "Replace", msg)
+                    .await;
+            }
+            Ok(None) => debug!("no NodeClaim names this node; nothing to replace yet"),
+            Err(e) => {
+                let error = crate::errors::chain(&e);
+                warn!(%error, "cannot delete this node's NodeClaim; retrying next pass");
+            }
+        }
     }
 
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {

@@ -16,6 +16,10 @@ use crate::gpu::{self, GpusExpected};
 
 #[cfg(test)]
 mod tests;
+mod validate;
+
+pub use crate::node::DeadlineAction;
+pub use validate::{is_dns_label, is_dns_subdomain};
 
 /// Default admin address (`/healthz`, `/readyz`, `/metrics`) in cluster mode; the DaemonSet
 /// sets it explicitly all the same.
@@ -117,6 +121,16 @@ pub struct RunArgs {
     /// NVML library to load [default: libnvidia-ml.so.1, found the dlopen way].
     #[arg(long, env = "COLDSTART_NVML_LIBRARY", value_name = "PATH")]
     pub nvml_library: Option<PathBuf>,
+    /// Directories searched for libnvidia-ml.so.1 (until one holds it) when --nvml-library is
+    /// not given, comma-separated [default: the host's driver locations under /host, where the
+    /// DaemonSet mounts the host's root].
+    #[arg(long, env = "COLDSTART_NVML_SEARCH_PATH", value_name = "DIRS")]
+    pub nvml_search_path: Option<String>,
+    /// Past the warming deadline: `report` (condition and Event; the node stays, tainted) or
+    /// `replace` (also delete this node's Karpenter NodeClaim once, so Karpenter replaces the
+    /// node; needs the karpenter overlay's RBAC) [default: report].
+    #[arg(long, env = "COLDSTART_DEADLINE_ACTION", value_name = "report|replace")]
+    pub deadline_action: Option<DeadlineAction>,
     /// XIDs that do not make a GPU unhealthy, comma-separated; replaces the default set
     /// [default: 13,31,43,45,68,109].
     #[arg(long, env = "COLDSTART_XID_IGNORE", value_name = "LIST")]
@@ -179,6 +193,10 @@ pub struct FileConfig {
     pub nvml_library: Option<PathBuf>,
     /// See [`RunArgs::xid_ignore`] (a list of numbers).
     pub xid_ignore: Option<Vec<u64>>,
+    /// See [`RunArgs::nvml_search_path`] (a list of directories).
+    pub nvml_search_path: Option<Vec<PathBuf>>,
+    /// See [`RunArgs::deadline_action`] (`"report"` or `"replace"`).
+    pub deadline_action: Option<String>,
     /// See [`RunArgs::models_file`].
     pub models_file: Option<PathBuf>,
     /// See [`RunArgs::socket`].
@@ -232,6 +250,10 @@ pub struct Config {
     pub nvml_library: Option<PathBuf>,
     /// XIDs that do not make a GPU unhealthy.
     pub xid_ignore: std::collections::BTreeSet<u64>,
+    /// Where NVML is searched for when `nvml_library` is not set.
+    pub nvml_search_path: Vec<PathBuf>,
+    /// What happens past the warming deadline.
+    pub deadline_action: DeadlineAction,
     /// Standalone mode's desired-state file.
     pub models_file: PathBuf,
     /// Standalone mode's API socket.
@@ -387,6 +409,24 @@ impl RunArgs {
                 (None, Some(list)) => list.into_iter().collect(),
                 (None, None) => gpu::DEFAULT_XID_IGNORE.into_iter().collect(),
             },
+            nvml_search_path: match (self.nvml_search_path, file.nvml_search_path) {
+                (Some(list), _) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                (None, Some(dirs)) => dirs,
+                (None, None) => gpu::DEFAULT_SEARCH_DIRS.iter().map(PathBuf::from).collect(),
+            },
+            deadline_action: match (self.deadline_action, file.deadline_action) {
+                (Some(a), _) => a,
+                (None, Some(text)) => text.parse().map_err(|reason| Error::Invalid {
+                    setting: "deadline-action",
+                    reason,
+                })?,
+                (None, None) => DeadlineAction::Report,
+            },
             models_file: self
                 .models_file
                 .or(file.models_file)
@@ -414,91 +454,4 @@ fn read_file(path: &Path) -> Result<FileConfig, Error> {
                 .map(|s| format!(" (at byte {})", s.start))
                 .unwrap_or_default(),
     })
-}
-
-impl Config {
-    fn validate(&self) -> Result<(), Error> {
-        let invalid = |setting, reason: &str| {
-            Err(Error::Invalid {
-                setting,
-                reason: reason.to_string(),
-            })
-        };
-        match &self.node_name {
-            None if !self.standalone => {
-                return invalid("node-name", "required unless --standalone");
-            }
-            Some(name) if !is_dns_subdomain(name) => {
-                return invalid(
-                    "node-name",
-                    &format!("{name:?} is not a Kubernetes node name (DNS subdomain)"),
-                );
-            }
-            _ => {}
-        }
-        if let Some(ns) = &self.namespace
-            && !is_dns_label(ns)
-        {
-            return invalid("namespace", &format!("{ns:?} is not a DNS label"));
-        }
-        for (setting, path) in [
-            ("containerd-socket", &self.containerd_socket),
-            ("containerd-root", &self.containerd_root),
-            ("cache-root", &self.cache_root),
-            ("models-file", &self.models_file),
-            ("socket", &self.socket),
-        ] {
-            if !path.is_absolute() {
-                return invalid(setting, &format!("{} is not absolute", path.display()));
-            }
-        }
-        if self.tick_interval.is_zero() || self.tick_interval > Duration::from_secs(3600) {
-            return invalid("tick-interval", "must be 1 to 3600 seconds");
-        }
-        if self.ready_timeout <= self.tick_interval {
-            return invalid("ready-timeout", "must be longer than the tick interval");
-        }
-        if self.shutdown_timeout.is_zero() {
-            return invalid("shutdown-timeout", "must be at least 1 second");
-        }
-        if !(1..=64).contains(&self.weight_syncs) {
-            return invalid("weight-syncs", "must be 1 to 64");
-        }
-        // sun_path holds 108 bytes with the terminating NUL.
-        if self.socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return invalid(
-                "socket",
-                &format!("longer than {MAX_SOCKET_PATH} bytes (a unix socket path limit)"),
-            );
-        }
-        let endpoint = &self.hub_endpoint;
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return invalid(
-                "hub-endpoint",
-                &format!("{endpoint:?} is not an http(s) URL"),
-            );
-        }
-        if self
-            .nvml_library
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return invalid("nvml-library", "must not be empty");
-        }
-        Ok(())
-    }
-}
-
-/// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
-pub fn is_dns_label(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }

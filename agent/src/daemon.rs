@@ -243,7 +243,7 @@ pub fn build_warmer(
 /// NVML (or the reason it is missing) and the XID thread.
 fn gpu_monitor(cfg: &Config) -> anyhow::Result<gpu::Monitor> {
     gpu::Monitor::start(
-        gpu::open(cfg.nvml_library.as_deref()),
+        gpu::open(cfg.nvml_library.as_deref(), &cfg.nvml_search_path),
         gpu::Settings {
             gpus_expected: cfg.gpus_expected,
             xid_ignore: cfg.xid_ignore.clone(),
@@ -273,6 +273,7 @@ fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
         },
         warming_deadline: cfg.warming_deadline,
         pull_secret,
+        deadline_action: cfg.deadline_action,
     })
 }
 

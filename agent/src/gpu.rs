@@ -19,12 +19,14 @@ use crate::api::{CONDITION_GPU_HEALTHY, Condition, GpuDevice, GpuStatus};
 mod fake;
 mod nvml;
 pub mod policy;
+mod search;
 #[cfg(test)]
 mod tests;
 
 pub use fake::FakeGpu;
-pub use nvml::{DEFAULT_NVML_LIBRARY, NvmlGpu, open};
+pub use nvml::{DEFAULT_NVML_LIBRARY, NvmlGpu};
 pub use policy::{Expected, GpusExpected, Settings, Verdict};
+pub use search::{DEFAULT_SEARCH_DIRS, SearchingGpu};
 
 /// XIDs the NVIDIA device plugin treats as application errors, not as a failing GPU.
 pub const DEFAULT_XID_IGNORE: [u64; 6] = [13, 31, 43, 45, 68, 109];
@@ -405,4 +407,10 @@ pub fn parse_xid_list(s: &str) -> Result<BTreeSet<u64>, String> {
                 .map_err(|_| format!("{p:?} is not an XID number"))
         })
         .collect()
+}
+
+/// NVML for this node: `library` when given, else searched for in `dirs` and the loader's path,
+/// loaded on first use and looked for again on every probe until found.
+pub fn open(library: Option<&std::path::Path>, dirs: &[std::path::PathBuf]) -> Arc<dyn Gpu> {
+    Arc::new(SearchingGpu::new(library, dirs))
 }

@@ -36,9 +36,19 @@ pub struct Args {
         value_name = "auto|none|N"
     )]
     gpus_expected: GpusExpected,
-    /// NVML library to load [default: libnvidia-ml.so.1].
+    /// NVML library to load [default: searched for in --nvml-search-path, then the loader's
+    /// path].
     #[arg(long, env = "COLDSTART_NVML_LIBRARY", value_name = "PATH")]
     nvml_library: Option<PathBuf>,
+    /// Directories searched for libnvidia-ml.so.1, comma-separated [default: the host's driver
+    /// locations under /host].
+    #[arg(
+        long,
+        env = "COLDSTART_NVML_SEARCH_PATH",
+        value_name = "DIRS",
+        value_delimiter = ','
+    )]
+    nvml_search_path: Option<Vec<PathBuf>>,
     /// XIDs that do not make a GPU unhealthy, comma-separated [default: 13,31,43,45,68,109].
     #[arg(long, env = "COLDSTART_XID_IGNORE", value_name = "LIST")]
     xid_ignore: Option<String>,
@@ -74,7 +84,17 @@ pub fn main(args: Args) -> ExitCode {
         xid_ignore,
         ..Settings::default()
     };
-    let report = check(args.nvml_library.as_deref(), settings, wait, args.idle);
+    let dirs = args
+        .nvml_search_path
+        .clone()
+        .unwrap_or_else(|| gpu::DEFAULT_SEARCH_DIRS.iter().map(PathBuf::from).collect());
+    let report = check(
+        args.nvml_library.as_deref(),
+        &dirs,
+        settings,
+        wait,
+        args.idle,
+    );
     let printed = match args.output {
         Output::Json => serde_json::to_string_pretty(&report)
             .map(|doc| println!("{doc}"))
@@ -96,11 +116,12 @@ pub fn main(args: Args) -> ExitCode {
 
 fn check(
     library: Option<&std::path::Path>,
+    dirs: &[PathBuf],
     settings: Settings,
     wait: Duration,
     idle: bool,
 ) -> GpuReport {
-    let gpu = gpu::open(library);
+    let gpu = gpu::open(library, dirs);
     match Monitor::start(gpu, settings.clone()) {
         Ok(monitor) => {
             std::thread::sleep(wait);

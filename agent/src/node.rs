@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 use tracing::{debug, instrument};
 
@@ -20,6 +22,7 @@ use crate::api::{
     CONDITION_GPU_HEALTHY, CONDITION_MODELS_WARM, ColdNode, ColdNodeSpec, ColdNodeStatus,
     Condition, MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, WARMING_TAINT_KEY, model_label_key,
 };
+use crate::backoff::Backoff;
 
 #[cfg(test)]
 mod tests;
@@ -97,6 +100,40 @@ impl Error {
     }
 }
 
+/// What the agent does once its node is past the warming deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadlineAction {
+    /// Say so (condition, Event) and keep the taint: an operator or an autoscaler decides.
+    #[default]
+    Report,
+    /// Also delete this node's Karpenter NodeClaim, once, so that Karpenter replaces the node
+    /// (Karpenter never consolidates a node that never lost its startup taint).
+    Replace,
+}
+
+impl std::str::FromStr for DeadlineAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "report" => Ok(DeadlineAction::Report),
+            "replace" => Ok(DeadlineAction::Replace),
+            other => Err(format!("{other:?} is not report or replace")),
+        }
+    }
+}
+
+/// Karpenter's NodeClaim (`karpenter.sh/v1`, cluster-scoped): read as a dynamic object, so no
+/// Karpenter crate is needed for the one field we read (`status.nodeName`).
+fn nodeclaim_resource() -> ApiResource {
+    ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodeClaim".into(),
+        plural: "nodeclaims".into(),
+    }
+}
+
 /// Settings of the node surface.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -104,8 +141,8 @@ pub struct Settings {
     pub node: String,
     /// Taint patch attempts before giving up for this pass.
     pub taint_attempts: u32,
-    /// First backoff between taint attempts; doubles each time.
-    pub taint_backoff: Duration,
+    /// Wait between taint attempts.
+    pub taint_backoff: Backoff,
     /// At most one ColdNode status write per this long, unless the phase changed.
     pub status_interval: Duration,
 }
@@ -116,7 +153,7 @@ impl Settings {
         Settings {
             node: node.into(),
             taint_attempts: 5,
-            taint_backoff: Duration::from_millis(200),
+            taint_backoff: Backoff::constant(Duration::from_millis(200), Duration::from_secs(5)),
             status_interval: Duration::from_secs(10),
         }
     }
@@ -126,6 +163,7 @@ impl Settings {
 pub struct NodeSurface {
     nodes: Api<Node>,
     coldnodes: Api<ColdNode>,
+    nodeclaims: Api<DynamicObject>,
     settings: Settings,
     coldnode_exists: bool,
     last_status: Option<(Timestamp, Phase)>,
@@ -144,7 +182,8 @@ impl NodeSurface {
     pub fn new(client: kube::Client, settings: Settings) -> NodeSurface {
         NodeSurface {
             nodes: Api::all(client.clone()),
-            coldnodes: Api::all(client),
+            coldnodes: Api::all(client.clone()),
+            nodeclaims: Api::all_with(client, &nodeclaim_resource()),
             settings,
             coldnode_exists: false,
             last_status: None,
@@ -157,6 +196,31 @@ impl NodeSurface {
             .get(name)
             .await
             .map_err(|e| Error::from_kube("reading the node", e))
+    }
+
+    /// Deletes the Karpenter NodeClaim whose `status.nodeName` is this node (custom resources
+    /// have no field selector on it: the list is filtered here); its name, or `None` when no
+    /// NodeClaim names this node.
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
+    pub async fn delete_own_nodeclaim(&self) -> Result<Option<String>, Error> {
+        let claims = self
+            .nodeclaims
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::from_kube("listing nodeclaims", e))?;
+        let node = self.settings.node.as_str();
+        let own = claims
+            .items
+            .into_iter()
+            .find(|c| c.data.pointer("/status/nodeName").and_then(Value::as_str) == Some(node));
+        let Some(name) = own.and_then(|c| c.metadata.name) else {
+            return Ok(None);
+        };
+        self.nodeclaims
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map_err(|e| Error::from_kube("deleting the nodeclaim", e))?;
+        Ok(Some(name))
     }
 
     /// Whether the node carries the startup taint.
@@ -178,7 +242,6 @@ impl NodeSurface {
         &self,
         mut between: impl FnMut(),
     ) -> Result<bool, Error> {
-        let mut backoff = self.settings.taint_backoff;
         for attempt in 1..=self.settings.taint_attempts {
             let node = self.get_node().await?;
             let all = taints(&node);
@@ -209,8 +272,7 @@ impl NodeSurface {
                     debug!(attempt, "taint patch conflicted; reading again");
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            tokio::time::sleep(self.settings.taint_backoff.after_failures(attempt)).await;
         }
         Err(Error::Conflict(self.settings.taint_attempts))
     }

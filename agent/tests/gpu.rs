@@ -164,11 +164,12 @@ fn a_missing_library_is_its_own_reason_and_the_driver_not_loaded_another() {
     let err = NvmlGpu::load(Some(missing)).expect_err("no library");
     assert!(matches!(err, Error::LibraryNotFound { .. }), "{err}");
     assert_eq!(err.metric_label(), "nvml_not_found");
-    let m = Monitor::start(gpu::open(Some(missing)), Settings::default()).expect("thread");
+    let m = Monitor::start(gpu::open(Some(missing), &[]), Settings::default()).expect("thread");
+    // The agent runs on GPU nodes: no library is the driver not being there yet.
     let r = m.snapshot(None, false);
     assert_eq!(
         (r.healthy, r.reason),
-        (true, policy::NVML_NOT_FOUND),
+        (false, policy::NVML_NOT_FOUND),
         "{r:?}"
     );
     let r = m.snapshot(Some(1), false);
@@ -181,7 +182,7 @@ fn a_missing_library_is_its_own_reason_and_the_driver_not_loaded_another() {
     let stub = stub("init_error 9\n");
     let err = NvmlGpu::load(Some(&stub.lib)).expect_err("driver not loaded");
     assert!(matches!(err, Error::Nvml { call: "init", .. }), "{err}");
-    let m = Monitor::start(gpu::open(Some(&stub.lib)), Settings::default()).expect("thread");
+    let m = Monitor::start(gpu::open(Some(&stub.lib), &[]), Settings::default()).expect("thread");
     assert_eq!(m.snapshot(None, false).reason, policy::NVML_FAILED);
 }
 
@@ -262,14 +263,14 @@ fn gpu_check_prints_one_json_document_and_exits_with_the_verdict() {
 #[test]
 fn gpu_check_without_the_library_says_why() {
     let missing = "/nonexistent/libnvidia-ml.so.1";
-    // auto: no GPU expected when NVML cannot load, so healthy (exit 0), with the reason.
+    // auto: at least one GPU once NVML loads; no library yet is unhealthy (exit 1).
     let (code, doc) = gpu_check(&["--nvml-library", missing]);
     assert_eq!(
         (code, &doc["reason"]),
-        (0, &Value::from("NVMLNotFound")),
+        (1, &Value::from("NVMLNotFound")),
         "{doc:#}"
     );
-    assert_eq!(doc["expected"], 0);
+    assert_eq!(doc["expected"], 1);
     let (code, doc) = gpu_check(&["--nvml-library", missing, "--gpus-expected", "1"]);
     assert_eq!(
         (code, &doc["reason"]),
@@ -306,4 +307,32 @@ fn gpu_check_prints_yaml_of_the_same_shape() {
     let doc: Value = serde_yaml::from_str(&stdout).expect("one YAML document");
     assert_eq!(doc["reason"], "NoGPUExpected", "{stdout}");
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn nvml_is_loaded_once_it_appears_in_a_searched_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = dir.path().join("run/nvidia/driver/usr/lib64");
+    std::fs::create_dir_all(&search).expect("mkdir");
+    let m = Monitor::start(
+        gpu::open(None, std::slice::from_ref(&search)),
+        Settings::default(),
+    )
+    .expect("thread");
+    let r = m.snapshot(None, true);
+    assert_eq!(
+        (r.healthy, r.reason),
+        (false, policy::NVML_NOT_FOUND),
+        "{r:?}"
+    );
+    assert!(
+        r.message.contains(&search.display().to_string()),
+        "says where it looked: {}",
+        r.message
+    );
+    // The driver arrives (the GPU Operator's driver container publishes its root).
+    let stub = stub("devices 1\n");
+    std::fs::copy(&stub.lib, search.join("libnvidia-ml.so.1")).expect("copy the library");
+    let r = m.snapshot(None, true);
+    assert_eq!((r.healthy, r.devices.len()), (true, 1), "{r:?}");
 }

@@ -354,3 +354,18 @@ pub fn write_file(path: &Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
     f.write_all(data.as_ref())?;
     Ok(())
 }
+
+/// Deterministic, incompressible-enough bytes (xorshift64 from `seed`): test files and
+/// weights whose content differs per seed.
+pub fn bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}

@@ -3,7 +3,7 @@
 //! symbol on first use.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, TemperatureSensor};
@@ -71,6 +71,11 @@ impl NvmlGpu {
             library: name,
             events: Mutex::new(None),
         })
+    }
+
+    /// The library it loaded.
+    pub fn library(&self) -> &str {
+        &self.library
     }
 
     fn event_set(&self) -> Result<EventSet<'static>, Error> {
@@ -204,56 +209,5 @@ fn field_flag(fields: &[Result<FieldValueSample, NvmlError>], i: usize) -> Optio
         SampleValue::U64(v) => Some(*v != 0),
         SampleValue::I64(v) => Some(*v != 0),
         SampleValue::F64(v) => Some(*v != 0.0),
-    }
-}
-
-/// Loads NVML; when that fails, a [`Gpu`] that answers every call with the load error, so that
-/// the agent keeps working (and reports why) on a node without a usable driver.
-pub fn open(library: Option<&Path>) -> Arc<dyn Gpu> {
-    match NvmlGpu::load(library) {
-        Ok(nvml) => Arc::new(nvml),
-        Err(e) => Arc::new(Unavailable {
-            not_found: matches!(e, Error::LibraryNotFound { .. }),
-            library: library
-                .map_or_else(|| DEFAULT_NVML_LIBRARY.into(), |p| p.display().to_string()),
-            reason: match e {
-                Error::LibraryNotFound { reason, .. } | Error::Nvml { reason, .. } => reason,
-                Error::EventsUnsupported(reason) => reason,
-            },
-        }),
-    }
-}
-
-/// NVML that could not be loaded.
-#[derive(Debug)]
-struct Unavailable {
-    not_found: bool,
-    library: String,
-    reason: String,
-}
-
-impl Unavailable {
-    fn error(&self) -> Error {
-        if self.not_found {
-            Error::LibraryNotFound {
-                library: self.library.clone(),
-                reason: self.reason.clone(),
-            }
-        } else {
-            Error::Nvml {
-                call: "init",
-                reason: self.reason.clone(),
-            }
-        }
-    }
-}
-
-impl Gpu for Unavailable {
-    fn probe(&self) -> Result<Inventory, Error> {
-        Err(self.error())
-    }
-
-    fn wait_xid(&self, _timeout: Duration) -> Result<Option<XidEvent>, Error> {
-        Err(self.error())
     }
 }

@@ -187,9 +187,14 @@ pub fn evaluate(
             let msg = "no GPU expected on this node (--gpus-expected none)".to_string();
             return verdict(true, NO_GPU_EXPECTED, msg, 0, Vec::new());
         }
+        // The agent runs on GPU nodes only: no library yet means the driver is not there yet
+        // (or not where we look), never that the node has no GPU (say `--gpus-expected none`).
         (Err(e @ Error::LibraryNotFound { .. }), Expected::IfNvmlLoads) => {
-            let msg = format!("no GPU expected: {e}");
-            return verdict(true, NVML_NOT_FOUND, msg, 0, Vec::new());
+            let msg = format!(
+                "{e}: waiting for the NVIDIA driver (--nvml-library, or --gpus-expected none on a \
+                 node without GPUs)"
+            );
+            return verdict(false, NVML_NOT_FOUND, msg, 1, Vec::new());
         }
         (Err(e @ Error::LibraryNotFound { .. }), Expected::Count(n)) => {
             let msg = format!("{n} GPU(s) expected but {e}");

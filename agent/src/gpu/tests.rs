@@ -278,7 +278,7 @@ fn verdicts_for_event_sequences_and_readings() {
             vec![],
             Expected::IfNvmlLoads,
             false,
-            true,
+            false,
             NVML_NOT_FOUND,
         ),
         (
@@ -432,7 +432,7 @@ fn the_monitor_reports_probe_and_event_failures() {
     fake.state().fail_probe = None;
     fake.state().missing_library = true;
     let r = monitor.snapshot(None, false);
-    assert_eq!((r.healthy, r.reason), (true, NVML_NOT_FOUND));
+    assert_eq!((r.healthy, r.reason), (false, NVML_NOT_FOUND));
     // Dropping the monitor stops the thread even while it waits to retry.
     let started = Instant::now();
     drop(monitor);

@@ -22,7 +22,8 @@ async fn start(retry: bool) -> (FakeApi, NodeSurface) {
     cfg.default_retry = retry;
     cfg.connect_timeout = Some(Duration::from_secs(2));
     let mut settings = Settings::new("n1");
-    settings.taint_backoff = Duration::from_millis(10);
+    settings.taint_backoff =
+        crate::backoff::Backoff::constant(Duration::from_millis(10), Duration::from_secs(1));
     let surface = NodeSurface::new(Client::try_from(cfg).unwrap(), settings);
     (api, surface)
 }

@@ -96,7 +96,7 @@ impl HubCache {
     ) -> Result<PathBuf, Error> {
         let tmp_name = fsx::temp_name("snapshot");
         let tmp = repo_dir.join(&tmp_name);
-        let result = fill(repo_dir, &tmp_name, files).and_then(|()| {
+        let result = link_files(repo_dir, &tmp_name, files).and_then(|()| {
             self.reached(PublishStep::SnapshotBuilt);
             self.swap_in(repo_dir, &tmp_name, commit)
         });
@@ -205,7 +205,7 @@ fn selection<'a>(
 
 /// Creates the relative symlinks (directories 0755) under `<repo>/<tmp_name>` and fsyncs
 /// every directory, deepest first. The links resolve once the directory sits in `snapshots/`.
-fn fill(repo_dir: &Path, tmp_name: &str, files: &[&TreeEntry]) -> Result<(), Error> {
+fn link_files(repo_dir: &Path, tmp_name: &str, files: &[&TreeEntry]) -> Result<(), Error> {
     let tmp = fsx::ensure_dirs(repo_dir, &[tmp_name])?;
     let mut dirs = BTreeSet::from([(0usize, tmp.clone())]);
     for entry in files {
