@@ -11,7 +11,7 @@
 #                     oci/                    an OCI image layout
 #                     coldstart-agent.oci.tar the same layout as an OCI archive
 #   --no-strip      keep the binaries' symbols (stripped copies by default; target/ is untouched)
-#   --name REF      image name (default ghcr.io/coldstart-dev/coldstart-agent:VERSION)
+#   --name REF      image name (default deploy/kustomization.yaml's newName, tag VERSION)
 #   --source URL    org.opencontainers.image.source (default the Containerfile's)
 #   --gzip-level N  layer compression, 1-9 (default 9)
 #
@@ -68,7 +68,12 @@ else
   epoch=${SOURCE_DATE_EPOCH:?not a git checkout: set SOURCE_DATE_EPOCH}
 fi
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
-name=${name:-ghcr.io/coldstart-dev/coldstart-agent:$version}
+if [ -z "$name" ]; then
+  # One place names the release image: the kustomization the DaemonSet is deployed with.
+  image_repo=$(awk '$1 == "newName:" { print $2; exit }' "$repo/deploy/kustomization.yaml")
+  [ -n "$image_repo" ] || die "no images[].newName in deploy/kustomization.yaml: pass --name"
+  name="$image_repo:$version"
+fi
 
 rm -rf "$out"
 root="$out/rootfs"

@@ -83,6 +83,28 @@ fn sha256_file(path: &Path) -> String {
 }
 
 #[test]
+fn kustomization_names_the_release_image_at_the_workspace_version() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/kustomization.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let images = doc["images"]
+        .as_sequence()
+        .expect("images: in the kustomization");
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["name"].as_str(), Some("coldstart-agent"));
+    // scripts/build-image.sh names the image after newName, tagged with the version.
+    let new_name = images[0]["newName"].as_str().expect("newName");
+    assert!(
+        new_name.contains('/') && !new_name.contains(':'),
+        "{new_name}"
+    );
+    assert_eq!(
+        images[0]["newTag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "bump newTag in deploy/kustomization.yaml with the workspace version"
+    );
+}
+
+#[test]
 #[ignore = "needs the workspace binaries (cargo build --workspace --bins), skopeo"]
 fn image_builds_reproducibly_with_labels_and_a_minimal_tree() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
