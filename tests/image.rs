@@ -236,6 +236,9 @@ struct Container {
     ctr: Ctr,
     id: String,
     log: PathBuf,
+    /// Its init process, SIGKILLed on drop should containerd be gone by then (the test
+    /// daemon's drop kills the shims, which would leave the container's processes behind).
+    pid: Option<i32>,
 }
 
 impl Container {
@@ -250,10 +253,18 @@ impl Container {
         all.extend(args.iter().map(String::as_str));
         let out = ctr.run(&all);
         assert!(out.status.success(), "ctr run {id}: {out:?}");
+        // `ctr task ls`: TASK PID STATUS.
+        let tasks = ctr.run(&["task", "ls"]);
+        let pid = String::from_utf8_lossy(&tasks.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(1)?.parse().ok());
         Container {
             ctr: ctr.clone(),
             id: id.to_string(),
             log: log.to_path_buf(),
+            pid,
         }
     }
 
@@ -271,8 +282,22 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = self.ctr.run(&["task", "delete", "--force", &self.id]);
-        let _ = self.ctr.run(&["container", "delete", &self.id]);
+        let mut delete = self.ctr.cmd(&["task", "delete", "--force", &self.id]);
+        let deleted = run_bounded(&mut delete, CTR).is_ok_and(|o| o.status.success());
+        let mut remove = self.ctr.cmd(&["container", "delete", &self.id]);
+        let _ = run_bounded(&mut remove, CTR);
+        // containerd gone (a failed test): end the container's init ourselves, if it is still
+        // the agent this test started (its own PID namespace goes with it).
+        let ours = |pid: i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"/usr/local/bin/coldstart-agent\0"))
+        };
+        if let Some(pid) = self.pid.filter(|&p| !deleted && ours(p)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
