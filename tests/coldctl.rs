@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "coldctl/kinds.rs"]
+mod kinds;
 #[path = "coldctl/node.rs"]
 mod node;
 mod support;
@@ -179,6 +181,15 @@ fn warm_creates_the_coldmodel_then_updates_it() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("configured"), "{run:?}");
+    // The same again changes nothing and says so, as kubectl does.
+    let run = c.ctl(&["warm", NAME, "--revision", "v2", "-o", "json"]);
+    assert_eq!(
+        (run.json()["created"].clone(), run.json()["changed"].clone()),
+        (json!(false), json!(false)),
+        "{run:?}"
+    );
+    let run = c.ctl(&["warm", NAME]);
+    assert!(run.stdout.contains("unchanged"), "{run:?}");
     let spec = c.coldmodel(NAME).unwrap()["spec"].clone();
     assert_eq!(spec["revision"], "v2");
     assert_eq!(spec["image"], "vllm/vllm-openai:v0.11.0");
@@ -549,15 +560,15 @@ fn a_failing_verb_says_so_once_and_nothing_else() {
     let hub =
         coldstart_fakehub::FakeHub::start_blocking(coldstart_fakehub::Options::default()).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let (dir, url) = (cache.path().join("hub").display().to_string(), hub.url());
+    let (dir, url) = (cache.path().display().to_string(), hub.url());
     // The Hub has no such model: a 404, which is not retried.
     let here = [
         "warm",
         "org/absent",
         "--here",
-        "--cache-dir",
+        "--cache-root",
         &dir,
-        "--endpoint",
+        "--hub-endpoint",
         &url,
     ];
     let run = c.ctl(&here);

@@ -113,10 +113,10 @@ fn warm_pulls_unpacks_and_pins_on_every_containerd_version() {
             let doc = run.json();
             assert_eq!(doc["ok"], true);
             assert_eq!(doc["image"]["state"]["unpacked"], true);
-            assert_eq!(doc["image"]["state"]["pin_label"], true);
+            assert_eq!(doc["image"]["state"]["pinLabel"], true);
             assert_eq!(doc["image"]["runtime"]["version"], bin.version.as_str());
             assert_eq!(
-                doc["image"]["manifest_digest"],
+                doc["image"]["manifestDigest"],
                 layout.manifest_digest.as_str()
             );
 

@@ -7,6 +7,11 @@
 mod common;
 mod support;
 
+#[path = "weights/crash.rs"]
+mod crash;
+#[path = "weights/hostile.rs"]
+mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -156,7 +161,7 @@ fn verify(cache: &Path, revision: &str, full: bool) -> common::Run {
 }
 
 fn allow(doc: &serde_json::Value) -> Vec<String> {
-    doc["model"]["allow_patterns"]
+    doc["model"]["allowPatterns"]
         .as_array()
         .unwrap()
         .iter()
@@ -231,7 +236,7 @@ fn sync_matches_the_oracle_then_verify_detects_and_warm_repairs() {
     hub.reset_counters();
     let run = warm(&c.root, &hub.url(), &[], &env);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.json()["model"]["downloaded_files"], 0);
+    assert_eq!(run.json()["model"]["downloadedFiles"], 0);
     assert_eq!(
         hub.requests(Endpoint::ResolveHead) + hub.requests(Endpoint::ResolveGet),
         0
@@ -276,7 +281,7 @@ fn sync_matches_the_oracle_then_verify_detects_and_warm_repairs() {
     // warm repairs both.
     let run = warm(&c.root, &hub.url(), &[], &env);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.json()["model"]["downloaded_files"], 2, "{run:?}");
+    assert_eq!(run.json()["model"]["downloadedFiles"], 2, "{run:?}");
     let run = verify(&c.root, "main", true);
     assert_eq!(run.code, 0, "{run:?}");
     oracle_ok(&c.root, "main", &patterns, src.path());

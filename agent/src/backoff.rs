@@ -23,10 +23,14 @@ pub struct InvalidBackoff {
 
 impl Backoff {
     /// The agent's default for failed pulls and syncs: 10 s, doubling to 10 min.
-    pub const DEFAULT: Backoff = Backoff {
-        min: Duration::from_secs(10),
-        max: Duration::from_secs(600),
-    };
+    pub const DEFAULT: Backoff =
+        Backoff::constant(Duration::from_secs(10), Duration::from_secs(600));
+
+    /// A backoff fixed in the code (a `const`): `min > max` fails the build.
+    pub const fn constant(min: Duration, max: Duration) -> Backoff {
+        assert!(min.as_nanos() <= max.as_nanos(), "backoff min above max");
+        Backoff { min, max }
+    }
 
     /// A backoff from `min` to `max`; refused when `min > max`.
     pub fn try_new(min: Duration, max: Duration) -> Result<Backoff, InvalidBackoff> {

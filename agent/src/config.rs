@@ -17,8 +17,12 @@ use crate::gpu::{self, GpusExpected};
 #[cfg(test)]
 mod tests;
 
-/// Default admin address (`/healthz`, `/readyz`, `/metrics`).
+/// Default admin address (`/healthz`, `/readyz`, `/metrics`) in cluster mode; the DaemonSet
+/// sets it explicitly all the same.
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9464";
+/// Default admin address in standalone mode: loopback, so a box outside a cluster does not
+/// offer its unauthenticated `/metrics` to its network unless told to.
+pub const DEFAULT_STANDALONE_ADMIN_ADDR: &str = "127.0.0.1:9464";
 /// Default containerd socket.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 /// Default containerd root (its content store and snapshots; for the disk check).
@@ -52,7 +56,8 @@ pub struct RunArgs {
     /// Namespace the agent runs in (the only one it reads secrets from).
     #[arg(long, env = "COLDSTART_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Admin HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:9464].
+    /// Admin HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:9464;
+    /// standalone: 127.0.0.1:9464].
     #[arg(long, env = "COLDSTART_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// containerd socket [default: /run/containerd/containerd.sock].
@@ -295,12 +300,19 @@ impl RunArgs {
             Some(secs) => Duration::from_secs(secs),
             None => (tick * 3).max(Duration::from_secs(30)),
         };
+        // A flag can only switch standalone on; the file may too.
+        let standalone = self.standalone || file.standalone.unwrap_or(false);
+        let default_admin = if standalone {
+            DEFAULT_STANDALONE_ADMIN_ADDR
+        } else {
+            DEFAULT_ADMIN_ADDR
+        };
         let cfg = Config {
             node_name: self.node_name.or(file.node_name),
             namespace: self.namespace.or(file.namespace),
             admin_addr: match self.admin_addr.or(file.admin_addr) {
                 Some(addr) => addr,
-                None => DEFAULT_ADMIN_ADDR.parse().map_err(|_| Error::Invalid {
+                None => default_admin.parse().map_err(|_| Error::Invalid {
                     setting: "admin-addr",
                     reason: "bad built-in default".into(),
                 })?,
@@ -324,8 +336,7 @@ impl RunArgs {
                     .or(file.shutdown_timeout)
                     .unwrap_or(DEFAULT_SHUTDOWN_SECONDS),
             ),
-            // A flag can only switch standalone on; the file may too.
-            standalone: self.standalone || file.standalone.unwrap_or(false),
+            standalone,
             containerd_config: self
                 .containerd_config
                 .or(file.containerd_config)

@@ -72,7 +72,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let state = ApiState {
                 node: standalone_node(&cfg),
                 file: ModelsFile::new(cfg.models_file.clone()),
-                status: p.status_handle(),
+                shared: p.shared(),
                 wake: loop_cfg.wake.clone(),
             };
             Some(tokio::spawn(standalone::socket::serve(

@@ -203,8 +203,18 @@ pub(crate) fn write_atomic(
     bytes: &[u8],
     mode: u32,
 ) -> Result<PathBuf, Error> {
-    let tmp = dir.join(temp_name("write"));
-    let dest = dir.join(name);
+    let tmp = stage(dir, mode, |f| f.write_all(bytes))?;
+    commit_staged(&tmp, dir, name)
+}
+
+/// Writes a new temporary file in `tmp_dir` (mode `mode`, never through a symlink) with
+/// `fill`, and fsyncs it; returns its path. The file is removed again when anything fails.
+pub(crate) fn stage(
+    tmp_dir: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<PathBuf, Error> {
+    let tmp = tmp_dir.join(temp_name("write"));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -213,16 +223,25 @@ pub(crate) fn write_atomic(
             .custom_flags(nofollow())
             .open(&tmp)
             .map_err(|e| open_error("create", &tmp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        fill(&mut f).map_err(|e| Error::io("write", &tmp, e))?;
         f.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| Error::io("chmod", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Renames a file made by [`stage`] over `dir/name` (a symlink there is replaced, never
+/// followed) and fsyncs `dir`. `tmp` may lie in another directory of the same filesystem.
+pub(crate) fn commit_staged(tmp: &Path, dir: &Path, name: &str) -> Result<PathBuf, Error> {
+    let dest = dir.join(name);
+    if let Err(e) = std::fs::rename(tmp, &dest) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(Error::io("rename", &dest, e));
     }
     fsync_dir(dir)?;
     Ok(dest)

@@ -1,5 +1,6 @@
 //! `coldstart-agent gpu-check`: one GPU report for operators and the GPU smoke test. With
-//! `-o json` stdout holds exactly one JSON document (the `GpuReport`), whatever the verdict.
+//! `-o json` (or `-o yaml`) stdout holds exactly one document (the `GpuReport`, camelCase),
+//! whatever the verdict.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ pub enum Output {
     Text,
     /// One JSON document.
     Json,
+    /// One YAML document (the JSON document's shape).
+    Yaml,
 }
 
 /// Flags of `gpu-check` (the GPU flags of `run`, plus the output).
@@ -73,7 +76,12 @@ pub fn main(args: Args) -> ExitCode {
     };
     let report = check(args.nvml_library.as_deref(), settings, wait, args.idle);
     let printed = match args.output {
-        Output::Json => serde_json::to_string_pretty(&report).map(|doc| println!("{doc}")),
+        Output::Json => serde_json::to_string_pretty(&report)
+            .map(|doc| println!("{doc}"))
+            .map_err(|e| e.to_string()),
+        Output::Yaml => serde_yaml::to_string(&report)
+            .map(|doc| print!("{doc}"))
+            .map_err(|e| e.to_string()),
         Output::Text => {
             print_text(&report);
             Ok(())

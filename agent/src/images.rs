@@ -173,6 +173,20 @@ pub enum Error {
         /// The stall timeout.
         seconds: u64,
     },
+    /// Bytes moved, but fewer than the minimum rate's floor over its window, every attempt.
+    #[error(
+        "pull of {image} too slow: {bytes} bytes in {seconds}s, under the minimum of {floor} bytes per {seconds}s"
+    )]
+    TooSlow {
+        /// Normalised reference.
+        image: String,
+        /// Bytes moved in the window.
+        bytes: u64,
+        /// The floor for one window.
+        floor: u64,
+        /// The window.
+        seconds: u64,
+    },
     /// A runtime call failed for another reason.
     #[error("containerd {op} failed: {reason}")]
     Runtime {
@@ -212,6 +226,7 @@ impl Error {
             Error::DiskFull { .. } => "disk_full",
             Error::NoSpace { .. } => "no_space",
             Error::Stalled { .. } => "stalled",
+            Error::TooSlow { .. } => "too_slow",
             Error::Runtime { .. } => "runtime",
             Error::Registry(_) => "registry",
             Error::Credentials(_) => "credentials",
@@ -223,7 +238,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::RegistryUnreachable { .. } | Error::Stalled { .. }
+            Error::Unavailable { .. }
+                | Error::RegistryUnreachable { .. }
+                | Error::Stalled { .. }
+                | Error::TooSlow { .. }
         ) || matches!(self, Error::Runtime { op, .. } if *op == "pull")
     }
 }

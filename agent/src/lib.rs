@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod prepull;
+pub mod rate_floor;
 pub mod standalone;
 pub mod telemetry;
 pub mod warmer;

@@ -5,8 +5,10 @@
 //!
 //! Steps: runtime facts; manifest sizes from the registry (best effort: containerd's own pull
 //! is the authority on errors); a disk check on every filesystem the image lands on; the CRI
-//! pull, watched by a stall detector that cancels and retries with backoff when no byte moves;
-//! then the pin label and a final check of presence, unpack state and pin.
+//! pull, watched by a stall detector that cancels and retries with backoff when no byte moves
+//! or when fewer bytes than a floor move over a window (a registry dripping a byte every few
+//! seconds is as stuck as a silent one); then the pin label and a final check of presence,
+//! unpack state and pin.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,9 +16,11 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::images::{
     Error, ImageManifest, ImageRef, ImageState, Images, PullProgress, RegistryAuth, RuntimeInfo,
 };
+use crate::rate_floor::RateFloor;
 
 /// How many times (100 ms apart) CRI's view of the pin is re-read before giving up.
 const CRI_PIN_POLLS: u32 = 50;
@@ -26,12 +30,15 @@ const CRI_PIN_POLLS: u32 = 50;
 pub struct Options {
     /// Cancel and retry when no byte moved for this long.
     pub stall_timeout: Duration,
+    /// Cancel and retry when fewer bytes than this moved in `min_rate_window` while blobs
+    /// were still missing (0: no floor).
+    pub min_rate_bytes: u64,
+    /// The window of the minimum-rate rule.
+    pub min_rate_window: Duration,
     /// Attempts in all (1 = no retry).
     pub attempts: u32,
-    /// First backoff; doubles per retry up to `backoff_max`.
-    pub backoff_initial: Duration,
-    /// Longest backoff.
-    pub backoff_max: Duration,
+    /// Wait between attempts: 1 s doubling to 30 s by default.
+    pub backoff: Backoff,
     /// How often progress is read.
     pub progress_interval: Duration,
     /// Free space to leave on each filesystem after the pull.
@@ -46,9 +53,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             stall_timeout: Duration::from_secs(60),
+            min_rate_bytes: 64 << 10,
+            min_rate_window: Duration::from_secs(60),
             attempts: 5,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
+            backoff: Backoff::constant(Duration::from_secs(1), Duration::from_secs(30)),
             progress_interval: Duration::from_millis(500),
             margin_bytes: 1 << 30,
             unpack_ratio: 2.5,
@@ -232,7 +240,6 @@ async fn pull_with_retries<I: Images>(
     on_event: &mut impl FnMut(Event),
 ) -> Result<u32, Error> {
     let blobs = manifest.map(ImageManifest::blobs).unwrap_or_default();
-    let mut backoff = opts.backoff_initial;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -244,6 +251,7 @@ async fn pull_with_retries<I: Images>(
                 return Ok(attempt);
             }
             Err(e) if e.is_transient() && attempt < opts.attempts => {
+                let backoff = opts.backoff.after_failures(attempt);
                 warn!(%image, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "pull failed, retrying");
                 on_event(Event::Retry {
                     attempt,
@@ -251,7 +259,6 @@ async fn pull_with_retries<I: Images>(
                     backoff,
                 });
                 sleep(backoff).await;
-                backoff = (backoff * 2).min(opts.backoff_max);
             }
             Err(e) => return Err(e),
         }
@@ -259,7 +266,8 @@ async fn pull_with_retries<I: Images>(
 }
 
 /// One pull attempt under the stall detector: cancelled (by dropping the pull) when no byte
-/// moved for `stall_timeout` while blobs were still missing.
+/// moved for `stall_timeout`, or fewer than `min_rate_bytes` in a `min_rate_window`, while
+/// blobs were still missing.
 async fn pull_watched<I: Images>(
     images: &I,
     image: &ImageRef,
@@ -274,6 +282,8 @@ async fn pull_watched<I: Images>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<(u64, Vec<u64>)> = None;
     let mut last_change = Instant::now();
+    let mut floor = RateFloor::new(opts.min_rate_bytes, opts.min_rate_window, Instant::now());
+    let mut moved: Option<u64> = None;
     loop {
         tokio::select! {
             res = &mut pull => return res,
@@ -292,6 +302,21 @@ async fn pull_watched<I: Images>(
                     return Err(Error::Stalled {
                         image: image.to_string(),
                         seconds: opts.stall_timeout.as_secs(),
+                    });
+                }
+                // Bytes present count from the first reading: what an earlier attempt left is
+                // not this attempt's progress.
+                let delta = moved.map_or(0, |m| p.done.saturating_sub(m));
+                moved = Some(p.done);
+                if downloading
+                    && let Some(f) = floor.as_mut()
+                    && let Err(s) = f.observe(delta, Instant::now())
+                {
+                    return Err(Error::TooSlow {
+                        image: image.to_string(),
+                        bytes: s.bytes,
+                        floor: s.floor,
+                        seconds: s.window.as_secs(),
                     });
                 }
             }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,6 +26,7 @@ use crate::weights::Weights;
 
 pub mod client;
 mod edit;
+mod live;
 mod models;
 pub mod socket;
 mod source;
@@ -35,6 +36,7 @@ mod tests;
 
 pub use client::{ClientError, NodeClient};
 pub use edit::{ModelsFile, Put};
+pub use live::Shared;
 pub use models::{Desired, ModelEntry, NamedModel, parse};
 pub use socket::{ApiError, ApiState, NodeStatus};
 pub use source::DesiredSource;
@@ -138,7 +140,7 @@ pub struct Standalone<I, W> {
     warmer: Warmer<I, W>,
     source: DesiredSource,
     status_file: StatusFile,
-    status: Arc<Mutex<ColdNodeStatus>>,
+    shared: Shared,
     current: Option<ColdNodeStatus>,
     gpu: Option<Arc<gpu::Monitor>>,
 }
@@ -161,7 +163,7 @@ impl<I, W> Standalone<I, W> {
             settings,
             warmer,
             source,
-            status: Arc::new(Mutex::new(ColdNodeStatus::default())),
+            shared: Shared::default(),
             current: None,
             gpu: None,
         }
@@ -174,9 +176,10 @@ impl<I, W> Standalone<I, W> {
         self
     }
 
-    /// The last pass's status, shared with the socket API.
-    pub fn status_handle(&self) -> Arc<Mutex<ColdNodeStatus>> {
-        self.status.clone()
+    /// What each pass shares with the socket API: its status, the models in force, the
+    /// running tasks.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
     }
 
     fn credentials(&self) -> FileCredentials {
@@ -227,7 +230,11 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Standalone<I, 
             "planned"
         );
         let written = self.status_file.write(&plan.status).await;
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = plan.status.clone();
+        self.shared.publish(
+            plan.status.clone(),
+            self.source.desired().entries.clone(),
+            self.warmer.live(),
+        );
         self.current = Some(plan.status);
         if let Err(e) = written {
             let file = self.status_file.path();

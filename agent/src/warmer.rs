@@ -38,6 +38,7 @@ mod tests;
 use records::{Failure, Record};
 use state::ManagedImages;
 use tasks::Running;
+pub use tasks::{LiveBytes, LiveTarget, LiveTask};
 
 /// Where the credentials a model names come from: Secrets in the agent's namespace in
 /// cluster mode, the configured files in standalone mode.
@@ -186,7 +187,32 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Warmer<I, W> {
         plan.status.gpu = inp.gpu.map(gpu::status);
         self.execute(&plan, inp.models, creds, inp.now).await;
         self.report_progress(&mut plan.status, inp.current, inp.models, inp.now);
+        self.forget_gone_models(&plan.status, inp.current);
         plan
+    }
+
+    /// The running tasks, for readers between passes (see [`LiveTask`]).
+    pub fn live(&self) -> Vec<LiveTask> {
+        let pulls = self
+            .pulls
+            .iter()
+            .map(|(image, t)| LiveTask::new(LiveTarget::Image(image.clone()), t.progress.clone()));
+        let syncs = self
+            .syncs
+            .iter()
+            .map(|(name, t)| LiveTask::new(LiveTarget::Weights(name.clone()), t.progress.clone()));
+        pulls.chain(syncs).collect()
+    }
+
+    /// Drops the metric series of models reported last pass and not this one (unselected or
+    /// removed): a `Failed` phase series left behind would keep an alert firing forever.
+    fn forget_gone_models(&self, status: &ColdNodeStatus, previous: Option<&ColdNodeStatus>) {
+        let now: BTreeSet<&str> = status.models.iter().map(|m| m.name.as_str()).collect();
+        for old in previous.iter().flat_map(|p| &p.models) {
+            if !now.contains(old.name.as_str()) {
+                self.metrics.forget_model(&old.name);
+            }
+        }
     }
 
     /// Executes the plan's local actions.

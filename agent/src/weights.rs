@@ -25,7 +25,7 @@ pub mod watch;
 
 use std::path::PathBuf;
 
-pub use names::{RepoId, safe_relative_path};
+pub use names::{RepoId, is_commit_sha, safe_relative_path, validate_revision};
 pub use port::{HubWeights, SyncJob, SyncProgress, SyncSettings, Synced, Weights};
 
 /// One file of a repository's tree, as the Hub's tree listing reports it.
@@ -95,6 +95,24 @@ pub enum Error {
         /// What is wrong, on one line, for people.
         reason: String,
     },
+    /// The revision (branch, tag or commit) given is not one the Hub could name.
+    #[error("invalid revision {revision:?}: {reason}")]
+    InvalidRevision {
+        /// What was given (cut to 100 characters).
+        revision: String,
+        /// Why.
+        reason: String,
+    },
+    /// A pinned commit resolved to another commit: the server answered for something else.
+    #[error(
+        "revision {revision} resolved to commit {resolved}: the hub did not answer for the pinned commit"
+    )]
+    CommitMismatch {
+        /// The pinned commit asked for.
+        revision: String,
+        /// What the server answered.
+        resolved: String,
+    },
     /// A file name in the tree would escape the snapshot or is otherwise unusable.
     #[error("refusing file name {path:?} from the hub: {reason}")]
     HostileName {
@@ -126,6 +144,36 @@ pub enum Error {
         url: String,
         /// What is wrong, on one line, for people.
         reason: String,
+    },
+    /// The server sent nothing for the read timeout while a body was being read.
+    #[error("{what}: the server sent nothing for {seconds} s")]
+    ReadTimeout {
+        /// The file or listing being read.
+        what: String,
+        /// The read timeout.
+        seconds: f64,
+    },
+    /// A connection delivered less than the minimum rate over its window, on every attempt.
+    #[error(
+        "{what}: the server sent {bytes} bytes in {seconds} s, under the minimum of {floor} bytes per {seconds} s"
+    )]
+    TooSlow {
+        /// The file being read.
+        what: String,
+        /// Bytes received in the window.
+        bytes: u64,
+        /// The floor for one window.
+        floor: u64,
+        /// The window.
+        seconds: f64,
+    },
+    /// The tree listing is larger than its cap.
+    #[error("tree listing of {what} is larger than the cap of {limit}")]
+    TreeTooLarge {
+        /// `org/name@commit`.
+        what: String,
+        /// The cap that was hit (`1000000 entries`).
+        limit: String,
     },
     /// Downloaded content does not match its digest or size.
     #[error("{path}: content does not match the hub's {kind} (expected {expected}, got {actual})")]
@@ -207,10 +255,15 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::InvalidRepoId { .. } => "invalid_model_id",
+            Error::InvalidRevision { .. } => "invalid_revision",
+            Error::CommitMismatch { .. } => "commit_mismatch",
             Error::HostileName { .. } => "hostile_name",
             Error::NotFound { .. } => "not_found",
             Error::Unauthorized { .. } => "unauthorized",
             Error::Http { .. } => "http",
+            Error::ReadTimeout { .. } => "read_timeout",
+            Error::TooSlow { .. } => "too_slow",
+            Error::TreeTooLarge { .. } => "tree_too_large",
             Error::Mismatch { .. } => "mismatch",
             Error::DiskFull { .. } => "disk_full",
             Error::OverBudget { .. } => "over_budget",

@@ -317,3 +317,29 @@ fn cluster_mode_without_an_api_server_keeps_running() {
         stderr.join("\n")
     );
 }
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = agent(&["run", "--standalone", "--admin-addr", "127.0.0.1:0"]);
+    cmd.env("COLDSTART_LOG_FORMAT", "text");
+    Daemon::private_paths(&mut cmd, dir.path());
+    let mut d = Daemon::start(cmd);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no admin line within {BOUND:?}:\n{}", d.seen.join("\n")));
+        d.seen.push(line.clone());
+        if line.contains("admin server listening") {
+            break;
+        }
+    }
+    let (code, stderr) = d.terminate();
+    assert_eq!(code, 0, "{}", stderr.join("\n"));
+    let text = stderr.join("\n");
+    assert!(!text.contains('\u{1b}'), "colour codes in a pipe:\n{text}");
+    assert!(text.contains(" INFO "), "text lines expected:\n{text}");
+}

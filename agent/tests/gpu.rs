@@ -290,3 +290,20 @@ fn gpu_check_without_the_library_says_why() {
         "{doc:#}"
     );
 }
+
+#[test]
+fn gpu_check_prints_yaml_of_the_same_shape() {
+    let missing = "/nonexistent/libnvidia-ml.so.1";
+    let out = Command::new(env!("CARGO_BIN_EXE_coldstart-agent"))
+        .args(["gpu-check", "-o", "yaml", "--xid-wait", "0.1"])
+        .args(["--nvml-library", missing, "--gpus-expected", "none"])
+        .env_remove("COLDSTART_GPUS_EXPECTED")
+        .env_remove("COLDSTART_NVML_LIBRARY")
+        .env_remove("COLDSTART_XID_IGNORE")
+        .output()
+        .expect("run coldstart-agent");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let doc: Value = serde_yaml::from_str(&stdout).expect("one YAML document");
+    assert_eq!(doc["reason"], "NoGPUExpected", "{stdout}");
+    assert_eq!(out.status.code(), Some(0));
+}

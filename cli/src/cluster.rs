@@ -3,6 +3,7 @@
 //! what the roll-up needs (ColdModels, Nodes' labels, ColdNodes).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,24 +15,57 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::args::ClusterArgs;
+use crate::report::ConnectError;
 
 /// Connecting gives up after this long (an address that drops packets).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request gives up when no answer came for this long (we never watch, so no long reads).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Where kubectl would look for a kubeconfig: `KUBECONFIG`'s files, else `~/.kube/config`;
+/// `None` when running in a pod (the service account).
+fn kubeconfig_places() -> Option<Vec<PathBuf>> {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return None;
+    }
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(list) => Some(std::env::split_paths(&list).collect()),
+        None => {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            Some(home.map(|h| h.join(".kube/config")).into_iter().collect())
+        }
+    }
+}
+
 /// A client for the cluster. Transient answers (429, 503, 504) are not retried behind the
 /// caller's back: a one-shot command should say at once that the API server is unwell.
 pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Client> {
+    if args.kubeconfig.is_none()
+        && let Some(places) = kubeconfig_places()
+        && places.iter().all(|p| !p.exists())
+    {
+        let looked: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
+        return Err(ConnectError::NoCluster {
+            looked: looked.join(", "),
+        }
+        .into());
+    }
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
     };
     let mut config = match &args.kubeconfig {
         Some(path) => {
-            // kube's message names the file and the cause; its source would repeat the cause.
-            let kc = Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Config::from_custom_kubeconfig(kc, &options).await?
+            let kc = Kubeconfig::read_from(path).map_err(|e| ConnectError::Kubeconfig {
+                path: path.display().to_string(),
+                reason: innermost(&e),
+            })?;
+            Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| ConnectError::Kubeconfig {
+                    path: path.display().to_string(),
+                    reason: innermost(&e),
+                })?
         }
         None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
         None => Config::infer().await.context("finding the cluster")?,
@@ -41,6 +75,15 @@ pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Client> {
     config.read_timeout = Some(READ_TIMEOUT);
     config.reset_reader_on_write = true;
     Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The last message of an error's chain: kube's errors repeat the file name at every level.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 /// The ColdModel name a command-line MODEL means: a Hub repo id (`org/name`) maps through

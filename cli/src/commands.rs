@@ -1,16 +1,20 @@
 //! One module per verb.
 
+pub mod completion;
 pub mod nodes;
 pub mod status;
 pub mod unwarm;
 pub mod verify;
+pub mod version;
 pub mod warm;
 
 use crate::report::CliError;
 
-/// The error for cluster verbs run with `--here`: they read the whole cluster.
+/// The error for verbs that read what the agents report, run with `--here`.
 pub fn cluster_only(verb: &str) -> CliError {
-    CliError::usage(format!("`coldctl {verb}` reads the cluster: drop --here"))
+    CliError::usage(format!(
+        "`coldctl {verb}` asks the cluster, or this node's agent with --node: drop --here"
+    ))
 }
 
 /// Now, in seconds since the epoch: read once at the edge and passed to the pure renderers.

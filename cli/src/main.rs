@@ -5,7 +5,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 3 timed out (`warm --wait`), 64 bad usage (as sysexits'
 //! EX_USAGE). Verbs return their result or a [`report::CliError`] that carries its exit code
-//! and kind; `main` prints either once (see [`report`]).
+//! and kind; `main` prints either once (see [`report`]; the README has the table of kinds).
 
 mod args;
 mod cluster;
@@ -17,6 +17,7 @@ mod report;
 mod rollup;
 mod wait;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,26 +29,36 @@ use crate::report::{CliError, EXIT_USAGE, Output};
 /// The local agent's socket when `--node` names none.
 pub const DEFAULT_AGENT_SOCKET: &str = "/run/coldstart/agent.sock";
 
+/// Help heading of the flags that pick where a verb works.
+pub const BACKEND: &str = "Backend (default: the cluster)";
+/// Help heading of the output flags.
+pub const OUTPUT: &str = "Output";
+
 /// coldstart operator command line.
 #[derive(Debug, Parser)]
 #[command(name = "coldctl", version, about)]
 pub struct Cli {
     /// Do the work in this process, on this node, with no cluster and no running agent.
-    #[arg(long, global = true, conflicts_with = "node")]
+    #[arg(long, global = true, conflicts_with = "node", help_heading = BACKEND)]
     pub here: bool,
-    /// Ask this node's agent over its unix socket instead of the cluster.
+    /// Ask this node's agent over its unix socket [default socket: /run/coldstart/agent.sock].
+    /// `--node PATH` and `--node=PATH` both name another socket (a PATH starts with `/` or
+    /// `.`, or ends in `.sock`).
     #[arg(long, global = true, value_name = "SOCK", num_args = 0..=1, require_equals = true,
-          default_missing_value = DEFAULT_AGENT_SOCKET)]
+          default_missing_value = DEFAULT_AGENT_SOCKET, help_heading = BACKEND)]
     pub node: Option<PathBuf>,
     // The cluster backend's flags (`--kubeconfig`, `--context`); clap documents each one.
     #[allow(missing_docs)]
     #[command(flatten)]
     pub cluster: args::ClusterArgs,
-    /// Output format: text, or exactly one JSON or YAML document on stdout.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Text)]
+    /// Output format: text for people, or exactly one JSON or YAML document on stdout
+    /// (camelCase keys, stable).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Text,
+          help_heading = OUTPUT)]
     pub output: output::Format,
     /// Log filter (RUST_LOG syntax); logs always go to stderr.
-    #[arg(long, global = true, env = "COLDSTART_LOG", default_value = "warn")]
+    #[arg(long, global = true, env = "COLDSTART_LOG", default_value = "warn",
+          help_heading = OUTPUT)]
     pub log: String,
     #[command(subcommand)]
     command: Command,
@@ -83,14 +94,49 @@ enum Command {
     Verify(Box<commands::verify::Args>),
     /// Per node and model: phase, progress, rate and reason, with a ready/selected roll-up.
     Status(commands::status::Args),
-    /// Stop keeping a model warm: delete its ColdModel (`--node`: its models-file entry).
+    /// Stop keeping a model warm: its ColdModel in the cluster, its models-file entry on a
+    /// node (`--node`).
     Unwarm(commands::unwarm::Args),
     /// One row per node with an agent: phase, models ready, GPU health, last update.
     Nodes(commands::nodes::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(commands::completion::Args),
+    /// coldctl's version and, when it answers, the local agent's.
+    Version(commands::version::Args),
+}
+
+/// `--node PATH` (two words) as `--node=PATH` when PATH reads as a socket path: it starts
+/// with `/` or `.`, or ends in `.sock`. A verb, a Hub repo id (`org/name`) or another flag
+/// never does, so `--node status` still means the default socket. Nothing after `--`
+/// changes.
+pub fn join_node_value(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter().peekable();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(it);
+            break;
+        }
+        let is_path = |v: &OsString| {
+            let v = v.to_string_lossy();
+            v.starts_with('/') || v.starts_with('.') || v.ends_with(".sock")
+        };
+        match it.peek() {
+            Some(next) if arg == "--node" && is_path(next) => {
+                let mut joined = OsString::from("--node=");
+                joined.push(next);
+                out.push(joined);
+                it.next();
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(join_node_value(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let usage = e.use_stderr();
@@ -122,6 +168,8 @@ async fn run(cli: &Cli) -> Result<Output, CliError> {
         Command::Status(args) => commands::status::run(cli, args).await,
         Command::Unwarm(args) => commands::unwarm::run(cli, args).await,
         Command::Nodes(args) => commands::nodes::run(cli, args).await,
+        Command::Completion(args) => commands::completion::run(args),
+        Command::Version(args) => commands::version::run(cli, args).await,
     }
 }
 
@@ -136,3 +184,6 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
+
+#[cfg(test)]
+mod cli_tests;

@@ -11,6 +11,38 @@ use serde_json::{Value, json};
 
 use crate::output::{self, Format};
 
+/// Why no client for the cluster could be made; each is one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No kubeconfig file and not in a pod.
+    #[error(
+        "no cluster configured (no kubeconfig at {looked}, not in a pod): give --kubeconfig, \
+         or use --node to ask this node's agent, or --here to work in this process"
+    )]
+    NoCluster {
+        /// Where a kubeconfig was looked for.
+        looked: String,
+    },
+    /// A kubeconfig was found and cannot be used.
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// The file(s).
+        path: String,
+        /// What is wrong, on one line.
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    /// The stable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::NoCluster { .. } => "no_cluster",
+            ConnectError::Kubeconfig { .. } => "kubeconfig",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -165,6 +197,12 @@ impl CliError {
     }
 }
 
+/// A model the verb names does not exist: kind `not_found`, exit 1. The message names the
+/// model and where it was looked for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 /// Prints a verb's result or failure in `format`; returns the exit code.
 pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     match result {
@@ -176,9 +214,15 @@ pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     }
 }
 
-/// The stable label of an error from either port or from the local agent; `error` for the
-/// rest.
+/// The stable label of an error from either port, the local agent, a missing model or a
+/// missing cluster; `error` for the rest. The README's table lists them.
 pub fn kind(err: &anyhow::Error) -> String {
+    if err.downcast_ref::<NotFound>().is_some() {
+        return "not_found".into();
+    }
+    if let Some(e) = err.downcast_ref::<ConnectError>() {
+        return e.kind().into();
+    }
     if let Some(e) = err.downcast_ref::<coldstart_agent::images::Error>() {
         return e.metric_label().into();
     }

@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 use serde_json::json;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, SizedBar};
+
+/// A node's bar, drawn once the node reports a size.
+const BAR: &str = "{bar:30} {bytes}/{total_bytes} {msg}";
 use crate::report::{CliError, EXIT_FAILURE, EXIT_TIMEOUT, Output};
 use crate::rollup::{self, ModelView, NodeEntry, Outcome, rollup_line};
 
@@ -147,7 +150,7 @@ fn result(target: &Target, view: &ModelView, outcome: &str) -> Output {
 
 /// Per-node progress: bars on a terminal, a line per change otherwise (text output only).
 enum Progress {
-    Bars(MultiProgress, BTreeMap<String, ProgressBar>),
+    Bars(MultiProgress, BTreeMap<String, SizedBar>),
     Lines(BTreeMap<String, String>),
     Quiet,
 }
@@ -168,19 +171,11 @@ impl Progress {
             Progress::Bars(multi, bars) => {
                 for e in &view.nodes {
                     let bar = bars.entry(e.node.clone()).or_insert_with(|| {
-                        let bar = multi.add(ProgressBar::new(0));
-                        if let Ok(style) = ProgressStyle::with_template(
-                            "{prefix:20} {bar:30} {bytes}/{total_bytes} {msg}",
-                        ) {
-                            bar.set_style(style);
-                        }
-                        bar.set_prefix(e.node.clone());
-                        bar
+                        SizedBar::new(Some(multi), BAR, format!("{}: {}", e.node, view.name))
                     });
                     let (done, total) = rollup::bytes(e);
-                    bar.set_length(total.unwrap_or(done));
-                    bar.set_position(done);
-                    bar.set_message(line_state(e));
+                    bar.set_message(format!("{}: {} {}", e.node, view.name, line_state(e)));
+                    bar.update(done, total);
                 }
             }
             Progress::Lines(seen) => {
@@ -198,8 +193,8 @@ impl Progress {
 
     fn finish(&mut self) {
         if let Progress::Bars(_, bars) = self {
-            for bar in bars.values() {
-                bar.abandon();
+            for bar in bars.values_mut() {
+                bar.finish(true);
             }
             bars.clear();
         }

@@ -247,3 +247,68 @@ fn cluster_flags_and_verify_are_usage_errors_on_a_node() {
     let run = node_ctl(&node, &["verify", REPO]);
     assert!(run.error_line().contains("verify --here"), "{run:?}");
 }
+
+#[test]
+fn node_mode_speaks_of_the_node_and_shows_what_is_in_force() {
+    let hub = seeded_hub();
+    let mut agent = Agent::start(&hub);
+    let sock = agent.socket().display().to_string();
+
+    // `--node PATH` with a space, before or after the verb: this agent, never another socket.
+    for args in [
+        &["--node", sock.as_str(), "status"][..],
+        &["status", "--node", sock.as_str()],
+    ] {
+        let run = node_ctl(args[0], &args[1..]);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(run.stdout.contains("--node warm"), "node words: {run:?}");
+        assert!(!run.stdout.contains("ColdModel"), "{run:?}");
+    }
+
+    let run = agent.ctl(&["warm", REPO, "--wait", "--timeout", "60s"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", agent.log());
+    assert!(
+        agent.models_file().ends_with('\n'),
+        "{:?}",
+        agent.models_file()
+    );
+    let run = agent.ctl(&["warm", REPO]);
+    assert!(run.stdout.contains("unchanged"), "{run:?}");
+
+    // A broken file: the status still shows the model the agent keeps warm, and why.
+    std::fs::write(
+        agent.dir.path().join("etc/models.toml"),
+        "[[model]\nrepo = ",
+    )
+    .unwrap();
+    let run = agent.ctl(&["status", "-o", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["models"][0]["name"], NAME, "{doc}");
+    assert!(
+        doc["modelsError"].as_str().unwrap().contains("models.toml"),
+        "{doc}"
+    );
+    let run = agent.ctl(&["status"]);
+    assert!(
+        run.stdout.contains(NAME) && run.stdout.contains("last good models"),
+        "{run:?}"
+    );
+
+    // --watch: a document per line, until --watch-for.
+    let run = agent.ctl(&["status", "--watch", "--watch-for", "2s", "-o", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for line in run.stdout.lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(doc["models"][0]["name"], NAME, "{doc}");
+    }
+
+    // version: the client's and the agent's.
+    let run = agent.ctl(&["version", "-o", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["client"], doc["agent"]["version"], "{doc}");
+    assert_eq!(doc["agent"]["node"], "edge-1", "{doc}");
+
+    assert_eq!(agent.terminate(), 0, "{}", agent.log());
+}

@@ -130,6 +130,29 @@ pub fn check_snapshot(
     doc
 }
 
+/// The scan script, in this repository.
+const SCAN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/scan_cache.py");
+
+/// Runs `tests/oracle/scan_cache.py` (`huggingface_hub.scan_cache_dir`, what `hf cache scan`
+/// runs) on `cache` and returns its JSON document: `{"warnings": [..], "repos": [{"repo_id",
+/// "revisions", "refs"}]}`. Panics if the script cannot run or prints no document.
+pub fn scan_cache(cache: &Path) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(SCAN_SCRIPT)
+        .arg(cache)
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_HUB_CACHE");
+    let out = run_bounded(&mut cmd, CHECK_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "scan_cache.py printed no JSON document ({e}; {}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Runs the venv's `hf download REPO --revision REV --cache-dir DIR` against `endpoint`
 /// (`HF_ENDPOINT`), bounded by [`HF_DOWNLOAD_TIMEOUT`], whatever its exit status. Panics only if
 /// it cannot start or times out.

@@ -35,6 +35,19 @@ fn defaults_apply_when_nothing_is_set() {
 }
 
 #[test]
+fn standalone_serves_the_admin_endpoints_on_loopback_unless_told_otherwise() {
+    let cfg = args(&["--standalone"])
+        .resolve(FileConfig::default())
+        .expect("valid");
+    assert_eq!(cfg.admin_addr.to_string(), DEFAULT_STANDALONE_ADMIN_ADDR);
+    assert!(cfg.admin_addr.ip().is_loopback());
+    let cfg = args(&["--standalone"])
+        .resolve(file("admin-addr = \"0.0.0.0:9464\""))
+        .expect("valid");
+    assert_eq!(cfg.admin_addr.to_string(), "0.0.0.0:9464");
+}
+
+#[test]
 fn flags_beat_the_file_and_the_file_beats_defaults() {
     let f = file(
         r#"

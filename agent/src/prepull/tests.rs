@@ -9,9 +9,10 @@ const IMG: &str = "registry.coldstart.test/test/img:v1";
 fn opts() -> Options {
     Options {
         stall_timeout: Duration::from_secs(10),
+        min_rate_bytes: 64 << 10,
+        min_rate_window: Duration::from_secs(60),
         attempts: 4,
-        backoff_initial: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(4),
+        backoff: crate::backoff::Backoff::constant(Duration::from_secs(1), Duration::from_secs(4)),
         progress_interval: Duration::from_millis(500),
         margin_bytes: 1 << 20,
         unpack_ratio: 2.0,
@@ -264,4 +265,56 @@ impl Images for WithoutManifest<'_> {
     async fn remove(&self, i: &ImageRef) -> Result<(), Error> {
         self.0.remove(i).await
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_that_drips_below_the_floor_fails_as_too_slow() {
+    let fake = Fake::new();
+    fake.publish(IMG, &[8 << 20]);
+    {
+        // 100 bytes every tick: bytes always move (the stall detector stays quiet), but far
+        // fewer than 64 KiB a minute.
+        let mut st = fake.state();
+        st.chunk = 100;
+        st.tick = Duration::from_secs(1);
+    }
+    let mut retries = Vec::new();
+    let err = prepull(&fake, &image(), None, &opts(), |e| {
+        if let Event::Retry { error, .. } = e {
+            retries.push(error);
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.metric_label(), "too_slow", "{err}");
+    assert!(
+        err.to_string()
+            .contains("under the minimum of 65536 bytes per 60s"),
+        "{err}"
+    );
+    assert_eq!(retries.len(), 3, "{retries:?}");
+    assert!(
+        retries.iter().all(|r| r.contains("too slow")),
+        "{retries:?}"
+    );
+    assert_eq!(
+        fake.state().calls.iter().filter(|c| *c == "pull").count(),
+        4
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_pull_above_the_floor_completes() {
+    let fake = Fake::new();
+    fake.publish(IMG, &[1 << 20]);
+    {
+        // 2 KiB a second: 120 KiB a minute, above the floor.
+        let mut st = fake.state();
+        st.chunk = 2048;
+        st.tick = Duration::from_secs(1);
+    }
+    let report = prepull(&fake, &image(), None, &opts(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.attempts, 1);
 }

@@ -206,7 +206,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Desired, Error> {
 /// The file's text for `doc`, with a header saying who writes it.
 pub(crate) fn render(doc: &Document) -> Result<String, String> {
     let body = toml::to_string(doc).map_err(|e| e.to_string())?;
-    Ok(format!("{HEADER}{body}"))
+    // A text file ends with a newline (editors, `cat`, `diff` and POSIX tools expect one).
+    let newline = if body.ends_with('\n') { "" } else { "\n" };
+    Ok(format!("{HEADER}{body}{newline}"))
 }
 
 const HEADER: &str = "\

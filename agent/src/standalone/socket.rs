@@ -15,7 +15,7 @@
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use super::Error;
 use super::edit::ModelsFile;
+use super::live::Shared;
 use super::models::{ModelEntry, NamedModel};
 use crate::api::ColdNodeStatus;
 
@@ -41,19 +42,23 @@ const SOCKET_MODE: u32 = 0o660;
 const MAX_BODY: usize = 64 << 10;
 
 /// What `GET /v1/status` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     /// This node's name.
     pub node: String,
     /// What the last pass found (empty before the first).
     pub status: ColdNodeStatus,
-    /// The models in the file now (what the next pass applies).
+    /// The models in the file now (what the next pass applies); while the file is invalid,
+    /// the last good models, which the agent keeps warming.
     #[serde(default)]
     pub models: Vec<NamedModel>,
     /// Why the file on disk is not applied, while it is not (the last good models stay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models_error: Option<String>,
+    /// The agent's version (absent from agents before 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The body of every error answer.
@@ -72,8 +77,8 @@ pub struct ApiState {
     pub node: String,
     /// The models file.
     pub file: ModelsFile,
-    /// The last pass's status.
-    pub status: Arc<Mutex<ColdNodeStatus>>,
+    /// What the pass shares: its status, the models in force, the running tasks.
+    pub shared: Shared,
     /// Wakes the loop after an edit.
     pub wake: Arc<Notify>,
 }
@@ -189,23 +194,24 @@ fn entries(file: &ModelsFile) -> Result<Vec<NamedModel>, Error> {
     Ok(file.load()?.map(|d| d.entries).unwrap_or_default())
 }
 
+/// The status as of now: the last pass's, with the running tasks' bytes laid over.
 async fn status(State(state): State<ApiState>) -> Response {
-    let status = state
-        .status
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
     let file = state.file.clone();
     let (models, models_error) = match tokio::task::spawn_blocking(move || entries(&file)).await {
         Ok(Ok(m)) => (m, None),
-        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
-        Err(_) => (Vec::new(), Some("file operation panicked".to_string())),
+        // The agent keeps warming the last good models: report those, and why.
+        Ok(Err(e)) => (state.shared.in_force(), Some(e.to_string())),
+        Err(_) => (
+            state.shared.in_force(),
+            Some("file operation panicked".to_string()),
+        ),
     };
     let body = NodeStatus {
         node: state.node.clone(),
-        status,
+        status: state.shared.status_now(&models),
         models,
         models_error,
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
     json(StatusCode::OK, &body)
 }

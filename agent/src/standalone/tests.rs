@@ -1,5 +1,5 @@
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -250,11 +250,14 @@ async fn the_status_file_is_written_when_it_changes() {
     assert!(read.updated_at.is_some());
 }
 
+mod status;
+
 struct Api {
     socket: PathBuf,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     file: ModelsFile,
+    shared: Shared,
 }
 
 async fn api(dir: &Path) -> Api {
@@ -265,15 +268,17 @@ async fn api(dir: &Path) -> Api {
     let state = ApiState {
         node: "n1".into(),
         file: file.clone(),
-        status: Arc::new(Mutex::new(ColdNodeStatus::default())),
+        shared: Shared::default(),
         wake: Arc::new(Notify::new()),
     };
+    let shared = state.shared.clone();
     let task = tokio::spawn(socket::serve(listener, socket.clone(), state, stop.clone()));
     Api {
         socket,
         stop,
         task,
         file,
+        shared,
     }
 }
 
@@ -392,7 +397,7 @@ async fn passes_until(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let outcome = pass.reconcile(&token).await;
-        let status = pass.status_handle().lock().expect("status").clone();
+        let status = pass.shared().status.lock().expect("status").clone();
         if done(&status) {
             return;
         }

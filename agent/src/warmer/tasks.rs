@@ -156,3 +156,61 @@ pub(super) fn spawn_sync<W: Weights>(
     });
     (progress, handle)
 }
+
+/// A running task's bytes, readable between passes: the standalone socket answers `status`
+/// from it, so a client sees bytes move at the sampling rate rather than once a pass.
+#[derive(Debug, Clone)]
+pub struct LiveTask {
+    /// What the task works for.
+    pub target: LiveTarget,
+    progress: Arc<Mutex<Progress>>,
+}
+
+/// The part a [`LiveTask`] fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveTarget {
+    /// A pull of this image reference (as the models name it).
+    Image(String),
+    /// A sync of this model's weights (by ColdModel name).
+    Weights(String),
+}
+
+/// Bytes of a running task at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveBytes {
+    /// Bytes moved.
+    pub done: u64,
+    /// Bytes to move, once known.
+    pub total: Option<u64>,
+    /// The last sampled rate, bytes per second.
+    pub rate: Option<u64>,
+}
+
+impl LiveTask {
+    pub(super) fn new(target: LiveTarget, progress: Arc<Mutex<Progress>>) -> LiveTask {
+        LiveTask { target, progress }
+    }
+
+    /// The task's bytes now.
+    pub fn bytes(&self) -> LiveBytes {
+        let p = lock(&self.progress);
+        LiveBytes {
+            done: p.done,
+            total: p.total,
+            rate: p.rate,
+        }
+    }
+}
+
+impl LiveTask {
+    /// A task standing still at `bytes` (what a reader sees of a task that stopped moving).
+    pub fn at(target: LiveTarget, bytes: LiveBytes) -> LiveTask {
+        let progress = Progress {
+            done: bytes.done,
+            total: bytes.total,
+            rate: bytes.rate,
+            ..Progress::default()
+        };
+        LiveTask::new(target, Arc::new(Mutex::new(progress)))
+    }
+}

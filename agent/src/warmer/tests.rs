@@ -12,6 +12,7 @@ use crate::images::fake::{Fake as FakeImages, ImageFault};
 use crate::plan::{Backoff, Limits};
 use crate::weights::fake::{Fake as FakeWeights, WeightsFault};
 
+mod gone;
 mod real_hub;
 
 const REPO: &str = "acme/tiny";

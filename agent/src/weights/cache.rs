@@ -21,6 +21,7 @@ mod layout;
 mod publish;
 mod report;
 mod state;
+mod temps;
 mod verify;
 
 use std::fs::{File, OpenOptions, Permissions};
@@ -36,6 +37,7 @@ pub use evict::{CacheUsage, ModelUsage, SnapshotBlobs};
 pub use hash::{git_blob_sha1, hash_file, verify_blob};
 pub use layout::link_target;
 pub use report::{Problem, ProblemKind, VerifyMode, VerifyReport};
+pub use temps::{PublishHook, PublishStep};
 
 use crate::fsx::{self, BLOB_MODE, DIR_MODE};
 use layout::check_etag;
@@ -48,6 +50,7 @@ const REPO_DIRS: [&str; 4] = ["blobs", "snapshots", "refs", "trees"];
 pub struct HubCache {
     root: PathBuf,
     state: PathBuf,
+    hook: Option<PublishHook>,
 }
 
 impl HubCache {
@@ -76,7 +79,18 @@ impl HubCache {
                 reason: "the state directory must not be inside the cache root".to_string(),
             });
         }
-        Ok(HubCache { root, state })
+        Ok(HubCache {
+            root,
+            state,
+            hook: None,
+        })
+    }
+
+    /// The same cache, calling `hook` after each step of a publish (crash tests stop the
+    /// process there).
+    pub fn with_publish_hook(mut self, hook: PublishHook) -> HubCache {
+        self.hook = Some(hook);
+        self
     }
 
     /// The cache root (what readers get as `HF_HUB_CACHE`).

@@ -10,9 +10,14 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, LINK, LOCATION, RANGE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
-use tracing::{debug, instrument, warn};
+use tracing::{instrument, warn};
 
-use super::{Error, Lfs, RepoId, TreeEntry, safe_relative_path};
+use super::{Error, RepoId};
+use crate::backoff::Backoff;
+
+mod listing;
+
+pub use listing::ListingLimits;
 
 /// Most redirects followed for one resolve.
 const MAX_REDIRECTS: usize = 5;
@@ -32,10 +37,11 @@ pub struct HubOptions {
     pub read_timeout: Duration,
     /// Attempts per request (1 = no retry).
     pub attempts: u32,
-    /// First backoff; doubles up to `backoff_max`.
-    pub backoff_initial: Duration,
-    /// Longest backoff (also caps `Retry-After`).
-    pub backoff_max: Duration,
+    /// Wait between attempts: 500 ms doubling to 30 s by default; its maximum also caps a
+    /// server's `Retry-After`.
+    pub backoff: Backoff,
+    /// Caps on a tree listing.
+    pub listing: ListingLimits,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -57,8 +63,8 @@ impl HubOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             attempts: 6,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
+            backoff: Backoff::constant(Duration::from_millis(500), Duration::from_secs(30)),
+            listing: ListingLimits::default(),
         }
     }
 }
@@ -108,6 +114,11 @@ impl HubClient {
         })
     }
 
+    /// Longest silence while reading a body before the read fails.
+    pub fn read_timeout(&self) -> Duration {
+        self.opts.read_timeout
+    }
+
     fn url(&self, path: &str) -> Result<Url, Error> {
         let base = self.endpoint.as_str().trim_end_matches('/');
         Url::parse(&format!("{base}{path}")).map_err(|e| Error::Http {
@@ -130,7 +141,6 @@ impl HubClient {
         send_token: bool,
         headers: HeaderMap,
     ) -> Result<Response, Error> {
-        let mut backoff = self.opts.backoff_initial;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -144,7 +154,7 @@ impl HubClient {
             let result = req.send().await;
             let wait = match &result {
                 Ok(resp) if retryable(resp.status()) => {
-                    retry_after(resp.headers()).map(|d| d.min(self.opts.backoff_max))
+                    retry_after(resp.headers()).map(|d| d.min(self.opts.backoff.max()))
                 }
                 Ok(_) => return result.map_err(|e| http_error(url, &e)),
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => None,
@@ -159,10 +169,9 @@ impl HubClient {
                     Err(e) => Err(http_error(url, &e)),
                 };
             }
-            let delay = wait.unwrap_or(backoff);
+            let delay = wait.unwrap_or_else(|| self.opts.backoff.after_failures(attempt));
             warn!(url = %redact(url), attempt, delay_ms = delay.as_millis() as u64, "hub request failed, retrying");
             tokio::time::sleep(delay).await;
-            backoff = (backoff * 2).min(self.opts.backoff_max);
         }
     }
 
@@ -264,50 +273,6 @@ impl HubClient {
         Ok(info.sha.to_ascii_lowercase())
     }
 
-    /// Every file of the repository at `commit` (directories dropped), names validated.
-    #[instrument(skip_all, fields(repo = %repo, commit), err(level = "debug"))]
-    pub async fn list_tree(&self, repo: &RepoId, commit: &str) -> Result<Vec<TreeEntry>, Error> {
-        let mut url = self.url(&format!("/api/models/{repo}/tree/{commit}?recursive=true"))?;
-        let mut out = Vec::new();
-        let what = format!("{repo}@{commit}");
-        for _ in 0..MAX_PAGES {
-            // Some servers redirect the listing (olah: to the URL with a trailing slash).
-            let (page_url, resp) = self.follow(Method::GET, url, &what, |_| {}).await?;
-            url = page_url;
-            let next = next_link(resp.headers(), &url);
-            let page: Vec<RawEntry> = resp.json().await.map_err(|e| Error::Protocol {
-                url: redact(&url),
-                reason: e.to_string(),
-            })?;
-            for raw in page {
-                if raw.kind != "file" {
-                    continue;
-                }
-                safe_relative_path(&raw.path)?;
-                out.push(TreeEntry {
-                    path: raw.path,
-                    size: raw.size,
-                    oid: raw.oid,
-                    lfs: raw.lfs.map(|l| Lfs {
-                        sha256: l.oid,
-                        size: l.size,
-                    }),
-                });
-            }
-            match next {
-                Some(n) => url = n,
-                None => {
-                    debug!(files = out.len(), "tree listed");
-                    return Ok(out);
-                }
-            }
-        }
-        Err(Error::Protocol {
-            url: redact(&url),
-            reason: format!("more than {MAX_PAGES} tree pages"),
-        })
-    }
-
     /// Where `path` at `commit` is downloaded from: HEAD on `resolve`, redirects followed by
     /// hand (relative ones against the endpoint), the token only while on the endpoint's host.
     #[instrument(skip_all, fields(repo = %repo, path), err(level = "debug"))]
@@ -367,24 +332,6 @@ impl HubClient {
             .await?;
         self.check(src.url.path(), &src.url, resp)
     }
-}
-
-#[derive(serde::Deserialize)]
-struct RawEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    oid: String,
-    lfs: Option<RawLfs>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawLfs {
-    oid: String,
-    size: u64,
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -451,15 +398,41 @@ pub(crate) fn redact(url: &Url) -> String {
 }
 
 fn http_error(url: &Url, e: &reqwest::Error) -> Error {
+    Error::Http {
+        url: redact(url),
+        reason: cause_chain(url, e),
+    }
+}
+
+/// The error and its sources, `: `-joined, with the URL redacted wherever it appears.
+fn cause_chain(url: &Url, e: &reqwest::Error) -> String {
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         reason = format!("{reason}: {s}");
         src = s.source();
     }
+    reason.replace(url.as_str(), &redact(url))
+}
+
+/// A failure while reading a body from `url` for `what` (a file name, a listing): a read
+/// timeout says that the server sent nothing for `read_timeout`; anything else keeps its
+/// whole cause chain.
+pub(crate) fn body_error(
+    url: &Url,
+    what: &str,
+    e: &reqwest::Error,
+    read_timeout: Duration,
+) -> Error {
+    if e.is_timeout() {
+        return Error::ReadTimeout {
+            what: what.to_string(),
+            seconds: read_timeout.as_secs_f64(),
+        };
+    }
     Error::Http {
         url: redact(url),
-        reason: reason.replace(url.as_str(), &redact(url)),
+        reason: format!("reading {what}: {}", cause_chain(url, e)),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Validation of what the Hub and the operator name: model ids and file paths.
+//! Validation of what the Hub and the operator name: model ids, revisions and file paths.
 
 use std::fmt;
 
@@ -75,6 +75,69 @@ impl serde::Serialize for RepoId {
     }
 }
 
+/// Longest revision we accept (bytes); the Hub's branch names are far shorter.
+const MAX_REVISION: usize = 255;
+
+/// Whether `revision` is a full commit sha (40 hex digits, either case): a pinned commit, which
+/// the resolved commit must equal.
+pub fn is_commit_sha(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Checks a revision given by the operator (a ColdModel, `--revision`) before any request: a
+/// full commit sha, or a branch or tag name under git's ref-name rules (`git check-ref-format`):
+/// `/`-separated components, none empty, none starting with `.` or ending in `.lock`; no `..`,
+/// `@{`, control characters, space, `~ ^ : ? * [ \`; not `@`; no trailing `.` or `/`; at most
+/// 255 bytes. `refs/pr/1` and `refs/convert/parquet` (names the Hub serves) pass; they are
+/// URL-encoded in requests and stored as nested files under `refs/`, as `huggingface_hub` does.
+pub fn validate_revision(revision: &str) -> Result<&str, Error> {
+    let bad = |reason: &str| Error::InvalidRevision {
+        revision: revision.chars().take(100).collect(),
+        reason: reason.to_string(),
+    };
+    if revision.is_empty() {
+        return Err(bad("empty"));
+    }
+    if is_commit_sha(revision) {
+        return Ok(revision);
+    }
+    if revision.len() > MAX_REVISION {
+        return Err(bad("longer than 255 bytes"));
+    }
+    if revision == "@" {
+        return Err(bad("'@' alone is not a ref name"));
+    }
+    if let Some(c) = revision
+        .chars()
+        .find(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        return Err(bad(&format!(
+            "character {c:?} is not allowed in a ref name"
+        )));
+    }
+    if revision.contains("..") || revision.contains("@{") {
+        return Err(bad("'..' and '@{' are not allowed"));
+    }
+    if revision.ends_with('.') || revision.ends_with('/') || revision.starts_with('/') {
+        return Err(bad("may not start with '/' or end with '/' or '.'"));
+    }
+    for component in revision.split('/') {
+        if component.is_empty() {
+            return Err(bad("empty path component"));
+        }
+        if component.starts_with('.') || component.ends_with(".lock") {
+            return Err(bad("a component may not start with '.' or end in '.lock'"));
+        }
+        if component.len() > MAX_COMPONENT {
+            return Err(bad("path component too long"));
+        }
+    }
+    if revision.starts_with('-') {
+        return Err(bad("may not start with '-'"));
+    }
+    Ok(revision)
+}
+
 /// Checks that a file path from the Hub stays inside the snapshot: relative, `/`-separated, no
 /// `.`/`..`/empty components, no backslash, NUL or control characters, bounded length.
 pub fn safe_relative_path(path: &str) -> Result<&str, Error> {
@@ -142,6 +205,54 @@ mod tests {
         }
         let id = RepoId::parse("org/name").unwrap();
         assert_eq!(id.cache_folder(), "models--org--name");
+    }
+
+    #[test]
+    fn revisions() {
+        for ok in [
+            "main",
+            "v1.0",
+            "refs/pr/1",
+            "refs/convert/parquet",
+            "feature/x-y_z",
+            "0123456789abcdef0123456789abcdef01234567",
+            "0123456789ABCDEF0123456789abcdef01234567",
+        ] {
+            assert_eq!(validate_revision(ok).unwrap(), ok);
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            "../../x",
+            "a/../b",
+            "/main",
+            "main/",
+            "a//b",
+            ".hidden",
+            "x/.coldstart-write-1",
+            "main.lock",
+            "a.",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "a\nb",
+            "a@{1}",
+            "@",
+            "-rf",
+            long.as_str(),
+        ] {
+            let e = validate_revision(bad).unwrap_err();
+            assert_eq!(e.metric_label(), "invalid_revision", "{bad:?}");
+            assert!(e.to_string().contains("revision"), "{e}");
+        }
+        assert!(is_commit_sha("0123456789abcdef0123456789abcdef01234567"));
+        assert!(!is_commit_sha("main"));
+        assert!(!is_commit_sha("0123456789abcdef0123456789abcdef0123456"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::cache::HubCache;
 use super::filter::{Filter, shards_of_index};
 use super::hub::HubClient;
 use super::transfer::{Counters, Engine, TransferOptions};
-use super::{Error, RepoId, TreeEntry};
+use super::{Error, RepoId, TreeEntry, is_commit_sha, validate_revision};
 
 /// What to sync and how.
 #[derive(Debug, Clone)]
@@ -125,7 +125,15 @@ impl Syncer {
         now: std::time::SystemTime,
     ) -> Result<SyncReport, Error> {
         let started = Instant::now();
+        validate_revision(&opts.revision)?;
+        self.cache.clean_temporaries(repo)?;
         let commit = self.hub.resolve_revision(repo, &opts.revision).await?;
+        if is_commit_sha(&opts.revision) && !commit.eq_ignore_ascii_case(&opts.revision) {
+            return Err(Error::CommitMismatch {
+                revision: opts.revision.clone(),
+                resolved: commit,
+            });
+        }
         let tree = self.hub.list_tree(repo, &commit).await?;
         let shards = self
             .read_indexes(repo, &commit, &tree, &opts.filter)

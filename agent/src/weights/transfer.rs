@@ -4,9 +4,13 @@
 //! connections. Ranges complete out of order; a hashing thread consumes them in order, reading
 //! each back from the page cache right after it was written (no second cold read, no large
 //! reorder buffer), and the dispatcher never runs more than `window_chunks` ahead of it.
-//! Completed ranges are recorded in a journal in our state dir after an `fdatasync`, so a crash
-//! resumes from what is durably on disk; on resume the journaled prefix is re-hashed from disk.
-//! A server that ignores Range (answers 200) is read as one stream.
+//! Progress is recorded in a journal in our state dir after an `fdatasync`: whole ranges, and
+//! how far each unfinished range got, every `journal_interval` or every `journal_bytes`
+//! written, whichever comes first; a crash resumes every range from what is durably on disk
+//! and re-hashes it from disk. A server that ignores Range (answers 200) is read as one stream.
+//!
+//! Every connection is held to a minimum rate (`min_rate_bytes` per `min_rate_window`); one
+//! below it is dropped and the range resumed on a fresh connection, like a read timeout.
 //!
 //! Why not `hf-hub`: it verifies no hash and cannot resume (DESIGN.md); both are required here.
 
@@ -19,13 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, instrument, warn};
 
 use super::cache::HubCache;
 use super::hub::{FileSource, HubClient};
 use super::{Digest, Error, RepoId, TreeEntry};
+use crate::backoff::Backoff;
 use journal::Journal;
 use stream::{Hasher, RangeOutcome, fetch_range, fetch_whole};
 
@@ -40,8 +45,17 @@ pub struct TransferOptions {
     pub window_chunks: usize,
     /// Attempts per range (resuming from the byte reached).
     pub range_attempts: u32,
-    /// How often completed ranges are made durable and journaled.
+    /// How often written bytes are made durable and journaled.
     pub journal_interval: Duration,
+    /// Bytes written (all ranges of a file together) that trigger a journal commit before the
+    /// interval is up: the most a crash re-fetches beyond what is in flight. One chunk by
+    /// default.
+    pub journal_bytes: u64,
+    /// The floor of the minimum-rate rule: a connection that delivers fewer bytes than this in
+    /// `min_rate_window` is dropped and the range resumed on a fresh one (0: no floor).
+    pub min_rate_bytes: u64,
+    /// The window of the minimum-rate rule.
+    pub min_rate_window: Duration,
 }
 
 impl Default for TransferOptions {
@@ -52,6 +66,9 @@ impl Default for TransferOptions {
             window_chunks: 64,
             range_attempts: 8,
             journal_interval: Duration::from_secs(1),
+            journal_bytes: 16 << 20,
+            min_rate_bytes: 64 << 10,
+            min_rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +123,7 @@ impl Engine {
         match self.fetch_once(repo, entry, &src).await {
             Err(e @ Error::Mismatch { .. }) => {
                 warn!(error = %e, "verification failed, downloading again");
+
                 self.discard(repo, entry)?;
                 let src = self.hub.resolve_file(repo, commit, &entry.path).await?;
                 let r = self.fetch_once(repo, entry, &src).await;
@@ -173,23 +191,25 @@ impl Engine {
             resumed.clone(),
             self.counters.clone(),
         );
-        let journal = Arc::new(Mutex::new(journal));
         let job = Job {
             src: src.clone(),
+            name: entry.path.clone(),
             file: file.clone(),
             path: inc_path.clone(),
             size,
             chunk,
             hasher: hasher.clone(),
+            journal: Arc::new(Mutex::new(journal)),
+            flush: Arc::new(Notify::new()),
         };
         let result = if chunks <= 1 {
-            self.single_stream(&job, &journal).await
+            self.single_stream(&job).await
         } else {
-            self.ranges(&job, &resumed, &journal).await
+            self.ranges(&job, &resumed).await
         };
         if let Err(e) = result {
             // Keep what is durable for the next attempt.
-            let _ = flush_journal(&file, &journal, &inc_path).await;
+            let _ = flush_journal(&job).await;
             hasher.abort();
             return Err(e);
         }
@@ -208,43 +228,27 @@ impl Engine {
     }
 
     /// One stream for the whole file (small files, or a server that ignores Range).
-    async fn single_stream(&self, job: &Job, journal: &Arc<Mutex<Journal>>) -> Result<(), Error> {
+    async fn single_stream(&self, job: &Job) -> Result<(), Error> {
         let _permit = self.permits.acquire().await.map_err(|_| closed())?;
-        let mut backoff = Backoff::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = fetch_whole(
-                &self.hub,
-                &job.src,
-                &job.file,
-                &job.path,
-                job.size,
-                job.chunk,
-                &job.hasher,
-                &self.counters,
-            )
-            .await;
+            let r = fetch_whole(self, job).await;
             match r {
                 Ok(()) => break,
                 Err(e) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, "stream failed, starting over");
-                    backoff.wait().await;
+                    tokio::time::sleep(RETRY_BACKOFF.after_failures(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        lock(journal).mark_all(job.size.div_ceil(job.chunk) as usize);
+        lock(&job.journal).mark_all(job.size.div_ceil(job.chunk) as usize);
         Ok(())
     }
 
     /// Parallel ranges; falls back to one stream when the first answer shows Range ignored.
-    async fn ranges(
-        &self,
-        job: &Job,
-        resumed: &BTreeSet<usize>,
-        journal: &Arc<Mutex<Journal>>,
-    ) -> Result<(), Error> {
+    async fn ranges(&self, job: &Job, resumed: &BTreeSet<usize>) -> Result<(), Error> {
         let (src, size, chunk) = (&job.src, job.size, job.chunk);
         let todo: Vec<usize> = (0..size.div_ceil(chunk) as usize)
             .filter(|c| !resumed.contains(c))
@@ -253,17 +257,27 @@ impl Engine {
             return Ok(());
         };
         // Probe with the first missing range alone: its status tells whether Range works.
-        match self.range_task(job, first).await? {
-            RangeOutcome::Done => lock(journal).mark(first),
+        // Its progress is journaled like any other range's (a crash loop must not restart it).
+        let mut ticker = tokio::time::interval(self.opts.journal_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe = self.range_task(job, first);
+        tokio::pin!(probe);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut probe => break outcome?,
+                _ = ticker.tick() => flush_journal(job).await?,
+                _ = job.flush.notified() => flush_journal(job).await?,
+            }
+        };
+        match outcome {
+            RangeOutcome::Done => lock(&job.journal).mark(first),
             RangeOutcome::RangeIgnored => {
                 debug!("server ignores Range: one stream");
-                return self.single_stream(job, journal).await;
+                return self.single_stream(job).await;
             }
         }
         let mut frontier = job.hasher.frontier();
         let mut tasks: JoinSet<Result<(usize, RangeOutcome), Error>> = JoinSet::new();
-        let mut ticker = tokio::time::interval(self.opts.journal_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next = 0;
         while next < rest.len() || !tasks.is_empty() {
             let can_start = next < rest.len()
@@ -273,7 +287,7 @@ impl Engine {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     let (c, outcome) = done.map_err(|e| Error::Http { url: src.url.to_string(), reason: e.to_string() })??;
                     match outcome {
-                        RangeOutcome::Done => lock(journal).mark(c),
+                        RangeOutcome::Done => lock(&job.journal).mark(c),
                         RangeOutcome::RangeIgnored => {
                             return Err(Error::Protocol { url: super::hub::redact(&src.url), reason: "server stopped honouring Range mid-file".to_string() });
                         }
@@ -293,7 +307,8 @@ impl Engine {
                         return Err(Error::Protocol { url: super::hub::redact(&src.url), reason: "hashing stopped".to_string() });
                     }
                 }
-                _ = ticker.tick() => flush_journal(&job.file, journal, &job.path).await?,
+                _ = ticker.tick() => flush_journal(job).await?,
+                _ = job.flush.notified() => flush_journal(job).await?,
             }
         }
         Ok(())
@@ -303,21 +318,11 @@ impl Engine {
         let _permit = self.permits.acquire().await.map_err(|_| closed())?;
         let start = index as u64 * job.chunk;
         let end = (start + job.chunk).min(job.size);
-        let mut at = start;
-        let mut backoff = Backoff::new();
+        let mut at = start + lock(&job.journal).resume_offset(index);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = fetch_range(
-                &self.hub,
-                &job.src,
-                &job.file,
-                &job.path,
-                at,
-                end,
-                &self.counters,
-            )
-            .await;
+            let r = fetch_range(self, job, index, at, end).await;
             match r {
                 Ok(RangeOutcome::Done) => {
                     job.hasher.chunk_done(index);
@@ -327,7 +332,7 @@ impl Engine {
                 Err((reached, e)) if attempt < self.opts.range_attempts && retryable(&e) => {
                     warn!(error = %e, attempt, start, reached, "range failed, resuming");
                     at = reached;
-                    backoff.wait().await;
+                    tokio::time::sleep(RETRY_BACKOFF.after_failures(attempt)).await;
                 }
                 Err((_, e)) => return Err(e),
             }
@@ -335,35 +340,37 @@ impl Engine {
     }
 }
 
-/// One file being downloaded: where from, where to, in what chunks, and who hashes it.
+/// One file being downloaded: where from, where to, in what chunks, who hashes it, and the
+/// journal of its progress.
 #[derive(Clone)]
 struct Job {
     src: FileSource,
+    /// The file's path in the repository, for messages.
+    name: String,
     file: Arc<std::fs::File>,
     path: PathBuf,
     size: u64,
     chunk: u64,
     hasher: Hasher,
+    journal: Arc<Mutex<Journal>>,
+    /// Woken when `journal_bytes` were written since the last commit.
+    flush: Arc<Notify>,
 }
 
-/// Exponential backoff between attempts on one stream or range: 200 ms doubling to 10 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(200))
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-    }
-}
+/// Between attempts on one stream or range: 200 ms doubling to 10 s.
+const RETRY_BACKOFF: Backoff =
+    Backoff::constant(Duration::from_millis(200), Duration::from_secs(10));
 
 /// Whether retrying the transfer can help (network trouble, short bodies), as opposed to a
 /// full disk or a refusal.
 fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Http { .. } | Error::Protocol { .. })
+    matches!(
+        e,
+        Error::Http { .. }
+            | Error::Protocol { .. }
+            | Error::ReadTimeout { .. }
+            | Error::TooSlow { .. }
+    )
 }
 
 fn closed() -> Error {
@@ -377,17 +384,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Makes completed ranges durable, then records them.
-async fn flush_journal(
-    file: &Arc<std::fs::File>,
-    journal: &Arc<Mutex<Journal>>,
-    path: &std::path::Path,
-) -> Result<(), Error> {
-    let pending = lock(journal).take_pending();
+/// Makes what was written durable, then records it.
+async fn flush_journal(job: &Job) -> Result<(), Error> {
+    let pending = lock(&job.journal).take_pending();
     if pending.is_empty() {
         return Ok(());
     }
-    let (f, j, p) = (file.clone(), journal.clone(), path.to_path_buf());
+    let path = job.path.as_path();
+    let (f, j, p) = (job.file.clone(), job.journal.clone(), path.to_path_buf());
     tokio::task::spawn_blocking(move || {
         f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
         lock(&j).commit(&pending)

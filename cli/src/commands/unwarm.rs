@@ -1,6 +1,7 @@
-//! `coldctl unwarm MODEL`: stop keeping a model warm by deleting its ColdModel (the agents
-//! then unpin and evict on their own schedule). With `--node`, remove it from the local agent's
-//! models file.
+//! `coldctl unwarm MODEL`: stop keeping a model warm. In the cluster, its ColdModel is deleted
+//! (the agents then unpin and evict on their own schedule); with `--node`, its entry leaves
+//! the local agent's models file (the agent unpins and evicts the same way). A model that
+//! does not exist is kind `not_found` (exit 1), unless `--ignore-not-found`.
 
 use anyhow::Context as _;
 use coldstart_agent::api::ColdModel;
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::cluster::{self, resolve_model};
 use crate::node;
-use crate::report::{CliError, Output};
+use crate::report::{CliError, NotFound, Output};
 use crate::{Backend, Cli};
 
 /// Arguments of `coldctl unwarm`.
@@ -18,7 +19,7 @@ use crate::{Backend, Cli};
 pub struct Args {
     /// A Hub repo id (`org/name`) or a ColdModel name.
     pub model: String,
-    /// Succeed when there is no such ColdModel.
+    /// Succeed when there is no such model.
     #[arg(long)]
     pub ignore_not_found: bool,
 }
@@ -42,7 +43,10 @@ async fn unwarm(cli: &Cli, args: &Args) -> anyhow::Result<Output> {
         Err(e) => return Err(e).with_context(|| format!("deleting ColdModel {name}")),
     };
     if !found && !args.ignore_not_found {
-        anyhow::bail!("no ColdModel named {name} (--ignore-not-found to accept that)");
+        return Err(NotFound(format!(
+            "no ColdModel named {name} (--ignore-not-found to accept that)"
+        ))
+        .into());
     }
     let line = if found {
         format!("coldmodel {name} deleted")
@@ -63,10 +67,11 @@ async fn node_unwarm(args: &Args, sock: &std::path::Path) -> anyhow::Result<Outp
         Err(e) => return Err(e.into()),
     };
     if name.is_none() && !args.ignore_not_found {
-        anyhow::bail!(
+        return Err(NotFound(format!(
             "no model {} in the agent's models file (--ignore-not-found to accept that)",
             args.model
-        );
+        ))
+        .into());
     }
     let deleted = name.is_some();
     let name = name.unwrap_or_else(|| args.model.clone());

@@ -1,7 +1,12 @@
-//! `coldctl verify MODEL --here --cache-dir DIR`: re-verify a synced model in the local Hub
+//! `coldctl verify MODEL --here --cache-root DIR`: re-verify a synced model in the local Hub
 //! cache: the cheap fingerprint check (size, mtime, ctime, inode) first and a full hash of
 //! just the blobs whose fingerprint changed; every byte with `--full`. Exit 0 when the
-//! snapshot is complete and intact, 1 otherwise; `coldctl warm` repairs.
+//! snapshot is complete and intact, 1 otherwise; `coldctl warm` repairs. `--cache-root` is
+//! the agent's: its fingerprints (in `<root>/state`) spare re-hashing what it verified.
+//!
+//! One line per verification in text; `-o json|yaml`: `{"ok", "report": {"repo", "commit",
+//! "mode", "files", "bytes", "hashed", "problems": [{"path", "kind", "detail"}]}}`
+//! (`--watch` adds `"changed"` and prints one JSON document per line).
 //!
 //! With `--watch`, keeps watching the snapshot (inotify) after the first verification and
 //! re-verifies what changes underneath, one line (or one JSON document per line with
@@ -13,10 +18,11 @@ mod watch;
 use anyhow::Context;
 use coldstart_agent::weights::RepoId;
 use coldstart_agent::weights::cache::{HubCache, VerifyMode, VerifyReport};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::args::HubArgs;
-use crate::report::{CliError, EXIT_FAILURE, Output};
+use crate::output;
+use crate::report::{CliError, EXIT_FAILURE, NotFound, Output};
 use crate::{Backend, Cli};
 
 /// Arguments of `coldctl verify`.
@@ -60,8 +66,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     }
     let report = verify(&opened, args.full).await?;
     let ok = report.is_ok();
-    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-    let output = Output::line(json!({ "ok": ok, "report": report }), text);
+    let output = Output::line(document(ok, None, &report), line(&report));
     if ok {
         Ok(output)
     } else {
@@ -82,15 +87,50 @@ pub struct Opened {
     commit: String,
 }
 
-fn open(args: &Args) -> anyhow::Result<Opened> {
-    let repo = RepoId::parse(&args.model)?;
-    let cache = args.hub.open_cache()?;
+fn open(args: &Args) -> Result<Opened, CliError> {
+    let paths = args.hub.cache_paths()?;
+    let repo = RepoId::parse(&args.model).map_err(|e| CliError::usage(e.to_string()))?;
+    let cache = paths.open()?;
     let commit = resolve_local(&cache.repo_dir(&repo), args.hub.revision())?;
     Ok(Opened {
         cache,
         repo,
         commit,
     })
+}
+
+/// The document of one verification (`changed`: what `--watch` saw change).
+pub fn document(ok: bool, changed: Option<&[String]>, report: &VerifyReport) -> Value {
+    let mut doc = json!({ "ok": ok, "report": report });
+    if let Some(changed) = changed {
+        doc["changed"] = json!(changed);
+    }
+    output::camel_keys(doc)
+}
+
+/// The line a person reads: `org/x@0123456789ab: ok (3 files, 1 hashed)`, or the problems.
+pub fn line(report: &VerifyReport) -> String {
+    let what = format!(
+        "{}@{}",
+        report.repo,
+        &report.commit[..12.min(report.commit.len())]
+    );
+    if report.is_ok() {
+        return format!(
+            "{what}: ok ({} files, {} hashed)",
+            report.files, report.hashed
+        );
+    }
+    let problems: Vec<String> = report
+        .problems
+        .iter()
+        .map(|p| format!("{} {:?}: {}", p.path, p.kind, p.detail))
+        .collect();
+    format!(
+        "{what}: {} problem(s): {}",
+        problems.len(),
+        problems.join("; ")
+    )
 }
 
 /// Fingerprints first (a hash where one changed), or every byte when `full`.
@@ -115,7 +155,13 @@ fn resolve_local(repo_dir: &std::path::Path, revision: &str) -> anyhow::Result<S
     }
     coldstart_agent::weights::safe_relative_path(revision)?;
     let path = repo_dir.join("refs").join(revision);
-    let commit = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} is not synced here ({})", revision, path.display()))?;
-    Ok(commit.trim().to_string())
+    match std::fs::read_to_string(&path) {
+        Ok(commit) => Ok(commit.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NotFound(format!(
+            "{revision} is not synced here (no {})",
+            path.display()
+        ))
+        .into()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }

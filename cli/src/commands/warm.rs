@@ -13,7 +13,12 @@ mod node;
 
 use std::path::PathBuf;
 
-use crate::args::{HubArgs, SyncArgs, parse_duration};
+use crate::args::{CLUSTER, HubArgs, SyncArgs, parse_duration};
+
+/// Help heading of the image flags.
+const IMAGE: &str = "Image (--image; the others with --here)";
+/// Help heading of the waiting flags.
+const WAIT: &str = "Waiting (cluster, --node)";
 use crate::report::{CliError, Output};
 use crate::{Backend, Cli};
 
@@ -27,66 +32,66 @@ pub struct Args {
     #[command(flatten)]
     pub sync: SyncArgs,
     /// Container image to pre-pull (normalised as the kubelet does: `vllm/vllm-openai:v0.11.0`).
-    #[arg(long)]
+    #[arg(long, help_heading = IMAGE)]
     pub image: Option<String>,
     /// containerd socket (CRI is served on it too).
     #[arg(
         long,
         env = "COLDSTART_CONTAINERD_SOCKET",
         default_value = "/run/containerd/containerd.sock"
-    )]
+    , help_heading = IMAGE)]
     pub containerd_socket: PathBuf,
     /// containerd root, for the disk check when containerd does not tell it.
     #[arg(
         long,
         env = "COLDSTART_CONTAINERD_ROOT",
         default_value = "/var/lib/containerd"
-    )]
+    , help_heading = IMAGE)]
     pub containerd_root: PathBuf,
     /// containerd's config file, read for what CRI does not report (2.x: registry hosts dir).
     #[arg(
         long,
         env = "COLDSTART_CONTAINERD_CONFIG",
         default_value = "/etc/containerd/config.toml"
-    )]
+    , help_heading = IMAGE)]
     pub containerd_config: PathBuf,
     /// Registry hosts directory (CRI `config_path`); read from containerd when not given.
-    #[arg(long, env = "COLDSTART_REGISTRY_CONFIG_DIR")]
+    #[arg(long, env = "COLDSTART_REGISTRY_CONFIG_DIR", help_heading = IMAGE)]
     pub registry_config_dir: Option<PathBuf>,
     /// Registry credentials. With `--here`: a docker `config.json` or a `.dockerconfigjson`
     /// secret payload. In the cluster: the name of a `kubernetes.io/dockerconfigjson` secret
     /// in the agent's namespace. With `--node`: a docker `config.json` the agent reads (it
     /// must sit in the models file's directory).
-    #[arg(long, env = "COLDSTART_PULL_SECRET")]
+    #[arg(long, env = "COLDSTART_PULL_SECRET", help_heading = IMAGE)]
     pub pull_secret: Option<PathBuf>,
     /// Cluster: nodes to keep warm, in kubectl's label-selector syntax (`pool=gpu,zone in (a,b)`).
-    #[arg(long, short = 'l', value_name = "EXPR")]
+    #[arg(long, short = 'l', value_name = "EXPR", help_heading = CLUSTER)]
     pub selector: Option<String>,
     /// Cluster: secret (in the agent's namespace) holding the Hub token; KEY defaults to `token`.
-    #[arg(long, value_name = "NAME[:KEY]")]
+    #[arg(long, value_name = "NAME[:KEY]", help_heading = CLUSTER)]
     pub token_secret: Option<String>,
     /// Cluster or `--node`: wait until every selected node reports the model Ready (exit 0),
     /// one reports it Failed (exit 1), or `--timeout` passes (exit 3).
-    #[arg(long)]
+    #[arg(long, help_heading = WAIT)]
     pub wait: bool,
     /// With `--wait`: how long (`90s`, `10m`, `1h30m`).
     #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait",
-          value_parser = parse_duration)]
+          value_parser = parse_duration, help_heading = WAIT)]
     pub timeout: std::time::Duration,
     /// CRI runtime handler to pull for (e.g. `nvidia`).
-    #[arg(long)]
+    #[arg(long, help_heading = IMAGE)]
     pub runtime_handler: Option<String>,
     /// Cancel and retry a pull when no byte moved for this many seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, help_heading = IMAGE)]
     pub stall_timeout: u64,
     /// Pull attempts in all.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = IMAGE)]
     pub attempts: u32,
     /// Free space (MiB) to leave on containerd's filesystems after the pull.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, help_heading = IMAGE)]
     pub margin_mib: u64,
     /// Unpacked size estimated as compressed size times this.
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = 2.5, help_heading = IMAGE)]
     pub unpack_ratio: f64,
 }
 

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
@@ -29,16 +30,20 @@ pub(crate) fn revision(s: &Shared, repo: &str, rev: &str) -> Response {
         Ok(c) => c,
         Err(resp) => return *resp,
     };
+    let sha = s
+        .knobs
+        .revision_answer()
+        .unwrap_or_else(|| commit.id.clone());
     let siblings: Vec<Value> = commit
         .files
         .iter()
         .map(|f| json!({ "rfilename": f.path }))
         .collect();
     let info = json!({
-        "_id": commit.id,
+        "_id": sha,
         "id": repo,
         "modelId": repo,
-        "sha": commit.id,
+        "sha": sha,
         "private": false,
         "disabled": false,
         "gated": false,
@@ -90,6 +95,7 @@ pub(crate) fn tree(
     let start = cursor.min(items.len());
     let end = start.saturating_add(page).min(items.len());
     let body = Value::Array(items[start..end].iter().map(|v| (*v).clone()).collect());
+    let padding = s.knobs.tree_padding();
     let link = (end < items.len()).then(|| {
         let rev = utf8_percent_encode(rev, SEGMENT);
         let prefix: String = prefix
@@ -100,7 +106,46 @@ pub(crate) fn tree(
         let recursive = if recursive { "recursive=true&" } else { "" };
         format!("<http://{host}/api/models/{repo}/tree/{rev}{prefix}?{recursive}cursor={end}>; rel=\"next\"")
     });
+    if padding > 0 && end == items.len() {
+        return padded(body, padding);
+    }
     json_ok(&body, link)
+}
+
+/// Entries generated per chunk of a padded listing.
+const PAD_BATCH: u64 = 4096;
+
+/// The last page, `page` followed by `n` made-up file entries, streamed in batches.
+fn padded(page: Value, n: u64) -> Response {
+    let mut head = page.to_string();
+    head.pop(); // the closing `]`
+    let first_sep = head.len() > 1;
+    let batches = n.div_ceil(PAD_BATCH);
+    let chunks = futures::stream::iter(0..=batches).map(move |b| {
+        if b == 0 {
+            return Ok::<_, std::io::Error>(bytes::Bytes::from(head.clone()));
+        }
+        let mut out = String::with_capacity(PAD_BATCH as usize * 80);
+        let from = (b - 1) * PAD_BATCH;
+        for i in from..(from + PAD_BATCH).min(n) {
+            if i > 0 || first_sep {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                r#"{{"type":"file","oid":"{i:040x}","size":1,"path":"pad/{i:07}.dat"}}"#
+            ));
+        }
+        if b == batches {
+            out.push(']');
+        }
+        Ok(bytes::Bytes::from(out))
+    });
+    let mut resp = Response::new(Body::from_stream(chunks));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Whether `path` is listed for `prefix`: anywhere below it when recursive, else directly in it.

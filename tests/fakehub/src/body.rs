@@ -1,6 +1,6 @@
 //! File bodies: streamed from disk by a blocking reader (1 MiB reads, a few chunks in flight)
 //! or sliced from memory, then passed through the body's faults: truncation (an error, which
-//! makes hyper close the connection), a flipped byte, a stall, pacing.
+//! makes hyper close the connection), a flipped byte, a stall, pacing, a slow drip.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -155,6 +155,9 @@ impl Flow {
             chunk = m.freeze();
             self.corrupted = true;
         }
+        if let Some((_, every)) = self.faults.drip {
+            tokio::time::sleep(every).await;
+        }
         if let Some(rate) = self.faults.rate {
             let due = (self.sent + chunk.len() as u64) as f64 / rate as f64;
             tokio::time::sleep_until(self.started + Duration::from_secs_f64(due)).await;
@@ -178,6 +181,9 @@ impl Flow {
         }
         if let Some(rate) = self.faults.rate {
             limit = limit.min((rate / 10).clamp(1, CHUNK as u64));
+        }
+        if let Some((n, _)) = self.faults.drip {
+            limit = limit.min(n);
         }
         limit
     }

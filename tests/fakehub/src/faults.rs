@@ -3,6 +3,7 @@
 //! the requests they apply to.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// A status the next requests are answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub(crate) struct BodyFaults {
     pub(crate) stall_at: Option<u64>,
     /// Pace the body at this many bytes per second.
     pub(crate) rate: Option<u64>,
+    /// Send this many bytes, then wait this long, and so on (a slow drip), the wait first.
+    pub(crate) drip: Option<(u64, Duration)>,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +39,9 @@ struct State {
     status_next: Option<StatusFault>,
     status_next_api: Option<StatusFault>,
     rate: Option<u64>,
+    drip: Option<(u64, Duration)>,
+    revision_answer: Option<String>,
+    tree_padding: u64,
 }
 
 /// The knobs, behind one lock (held only for a few field reads or writes).
@@ -100,6 +106,26 @@ impl Knobs {
         self.with(|s| s.rate = bytes_per_sec.filter(|r| *r > 0));
     }
 
+    pub(crate) fn set_drip(&self, drip: Option<(u64, Duration)>) {
+        self.with(|s| s.drip = drip.filter(|(n, _)| *n > 0));
+    }
+
+    pub(crate) fn set_revision_answer(&self, sha: Option<String>) {
+        self.with(|s| s.revision_answer = sha);
+    }
+
+    pub(crate) fn revision_answer(&self) -> Option<String> {
+        self.with(|s| s.revision_answer.clone())
+    }
+
+    pub(crate) fn set_tree_padding(&self, n: u64) {
+        self.with(|s| s.tree_padding = n);
+    }
+
+    pub(crate) fn tree_padding(&self) -> u64 {
+        self.with(|s| s.tree_padding)
+    }
+
     /// Clears every fault (rate limit and ignore-range included).
     pub(crate) fn clear(&self) {
         self.with(|s| *s = State::default());
@@ -150,6 +176,7 @@ impl Knobs {
                 corrupt,
                 stall_at,
                 rate: s.rate,
+                drip: s.drip,
             }
         })
     }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +31,14 @@ impl FakeHub {
         let (rt, thread) = coldstart_fakeserve::runtime_thread("fake-hub", stop.clone())?;
         let life = Lifetime::new(stop.clone());
         life.own_thread(thread);
-        // One token stops the servers and the runtime. On failure `life` drops: the runtime
-        // stops and its thread is joined.
-        let (shared, _) = rt.block_on(start_servers(opts, stop))?;
+        // One token stops the servers and the runtime. They start on the runtime (the caller
+        // may itself be inside another runtime, where blocking on a future panics). On failure
+        // `life` drops: the runtime stops and its thread is joined.
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(start_servers(opts, stop).await);
+        });
+        let (shared, _) = rx.recv().context("the fake hub's runtime stopped")??;
         Ok(FakeHub {
             shared,
             life: Arc::new(life),
@@ -178,6 +185,28 @@ impl FakeHub {
     /// Paces every new body at `bytes_per_sec` (`None`: full speed).
     pub fn set_rate_limit_per_connection(&self, bytes_per_sec: Option<u64>) {
         self.shared.knobs.set_rate(bytes_per_sec);
+    }
+
+    /// Every new file body sends `bytes` bytes every `every` (the wait first), until
+    /// [`FakeHub::clear_faults`]: a server that keeps a connection alive without serving it.
+    /// `None` (or 0 bytes) stops it for new bodies.
+    pub fn drip(&self, drip: Option<(u64, Duration)>) {
+        self.shared.knobs.set_drip(drip);
+    }
+
+    /// The revision API answers `sha` as the commit of any revision (a server that answers
+    /// for something else than was asked); `None` answers truthfully again.
+    pub fn answer_revision_with(&self, sha: Option<&str>) {
+        self.shared
+            .knobs
+            .set_revision_answer(sha.map(str::to_string));
+    }
+
+    /// Appends `n` made-up files (`pad/0000000.dat`, ..., 1 byte each, never downloadable) to
+    /// every tree listing, all on its last page, generated as the body streams (the fake holds
+    /// none of them): a huge listing for memory and cap tests. 0 turns it off.
+    pub fn pad_tree(&self, n: u64) {
+        self.shared.knobs.set_tree_padding(n);
     }
 
     /// Entries per tree page (at least 1).

@@ -182,10 +182,8 @@ impl HubCache {
         let Some(repo_dir) = fsx::existing_dirs(&self.root, &[repo.cache_folder()])? else {
             return Ok(0);
         };
-        if let Some(snapshots) = fsx::existing_dirs(&repo_dir, &["snapshots"])? {
-            // What an interrupted evict left aside would otherwise keep its blobs forever.
-            super::publish::remove_stale_temps(&snapshots)?;
-        }
+        // What an interrupted evict left aside would otherwise keep its blobs forever.
+        self.clean_temporaries_locked(repo)?;
         let mut linked = self.linked_blobs(repo)?;
         let mut candidates = linked.remove(commit).unwrap_or_default();
         if let Some(sel) = self.read_record::<Selection>(SELECTIONS, repo, commit)? {
@@ -196,9 +194,10 @@ impl HubCache {
         if let Some(snapshots) = fsx::existing_dirs(&repo_dir, &["snapshots"])? {
             let dir = snapshots.join(commit);
             if fsx::is_real_dir(&dir)? {
-                let aside = snapshots.join(fsx::temp_name("evict"));
+                let aside = repo_dir.join(fsx::temp_name("evict"));
                 std::fs::rename(&dir, &aside).map_err(|e| Error::io("rename", &dir, e))?;
                 fsx::fsync_dir(&snapshots)?;
+                fsx::fsync_dir(&repo_dir)?;
                 fsx::remove_tree(&aside)?;
             }
         }

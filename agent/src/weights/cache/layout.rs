@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::super::{Error, TreeEntry, safe_relative_path};
+use super::super::{Error, TreeEntry, safe_relative_path, validate_revision};
 
 /// Version of the trees file format that `huggingface_hub` accepts.
 pub(super) const TREES_FORMAT_VERSION: u32 = 1;
@@ -48,16 +48,11 @@ pub(super) fn check_etag(etag: &str) -> Result<(), Error> {
     }
 }
 
-/// A branch or tag name used as `refs/<revision>` (may contain `/`, as `refs/pr/1`).
+/// A branch or tag name used as `refs/<revision>` (may contain `/`, as `refs/pr/1`): git's
+/// ref-name rules, which also keep it clear of our temporary names (no component starts with
+/// `.`).
 pub(super) fn check_revision(revision: &str) -> Result<(), Error> {
-    safe_relative_path(revision)?;
-    if revision
-        .split('/')
-        .any(|c| c.starts_with(super::fsx::TEMP_PREFIX))
-    {
-        return Err(hostile("revision", revision, "reserved name"));
-    }
-    Ok(())
+    validate_revision(revision).map(|_| ())
 }
 
 /// A tree entry's path and blob name, both checked.
@@ -99,15 +94,6 @@ pub(super) struct TreesFile {
 }
 
 impl TreesFile {
-    fn of(entry: &TreeEntry) -> TreesFile {
-        TreesFile {
-            size: entry.size,
-            blob_id: entry.oid.clone(),
-            lfs_sha256: entry.lfs.as_ref().map(|l| l.sha256.clone()),
-            lfs_size: entry.lfs.as_ref().map(|l| l.size),
-        }
-    }
-
     /// The blob name this file is stored under.
     pub fn etag(&self) -> &str {
         self.lfs_sha256.as_deref().unwrap_or(&self.blob_id)
@@ -122,22 +108,56 @@ pub(super) struct Trees {
 }
 
 impl Trees {
-    /// The trees file for a whole upstream tree; every path and blob name checked.
-    pub fn of(tree: &[TreeEntry]) -> Result<Trees, Error> {
-        let mut files = BTreeMap::new();
-        for entry in tree {
-            check_entry(entry)?;
-            files.insert(entry.path.clone(), TreesFile::of(entry));
-        }
-        Ok(Trees {
-            format_version: TREES_FORMAT_VERSION,
-            files,
-        })
-    }
-
     /// Parses a trees file; `None` for any shape `huggingface_hub` would ignore.
     pub fn parse(bytes: &[u8]) -> Option<Trees> {
         let t: Trees = serde_json::from_slice(bytes).ok()?;
         (t.format_version == TREES_FORMAT_VERSION).then_some(t)
     }
+}
+
+/// One file of the trees file, borrowed from its tree entry (no copy of the listing).
+#[derive(serde::Serialize)]
+struct TreesFileRef<'a> {
+    size: u64,
+    blob_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lfs_sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lfs_size: Option<u64>,
+}
+
+/// Writes `trees/<commit>.json` for `listing` (sorted by path, paths unique, entries checked)
+/// straight to `w`, without building a second copy of the listing in memory.
+pub(super) fn write_trees(
+    w: &mut impl std::io::Write,
+    listing: &[&TreeEntry],
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeMap, Serializer};
+
+    struct Files<'a>(&'a [&'a TreeEntry]);
+    impl serde::Serialize for Files<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for e in self.0 {
+                let file = TreesFileRef {
+                    size: e.size,
+                    blob_id: &e.oid,
+                    lfs_sha256: e.lfs.as_ref().map(|l| l.sha256.as_str()),
+                    lfs_size: e.lfs.as_ref().map(|l| l.size),
+                };
+                map.serialize_entry(&e.path, &file)?;
+            }
+            map.end()
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        format_version: u32,
+        files: Files<'a>,
+    }
+    let doc = Doc {
+        format_version: TREES_FORMAT_VERSION,
+        files: Files(listing),
+    };
+    serde_json::to_writer(w, &doc).map_err(std::io::Error::other)
 }

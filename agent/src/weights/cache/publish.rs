@@ -1,17 +1,19 @@
 //! Publishing a commit, in the order that keeps every reader safe across a crash (DESIGN.md):
 //! blobs (finalized by the caller), then `trees/<commit>.json`, then the snapshot directory
 //! built under a temporary name and renamed into place (exchanged atomically with an older one),
-//! then `refs/<revision>`. Publish and evict of one repo hold the repo's lock.
+//! then `refs/<revision>`. Publish and evict of one repo hold the repo's lock. Temporaries are
+//! built in the repo directory, beside `snapshots/` and `refs/`, where no reader looks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use super::super::{Error, RepoId, TreeEntry};
 use super::HubCache;
-use super::layout::{self, Trees, check_commit, check_entry, link_target};
+use super::layout::{self, check_commit, check_entry, link_target};
 use super::state::{SELECTIONS, Selection};
-use crate::fsx::{self, FILE_MODE, TEMP_PREFIX};
+use super::temps::PublishStep;
+use crate::fsx::{self, FILE_MODE};
 
 impl HubCache {
     /// Publishes `commit` of `repo`: writes the trees file listing the whole upstream `tree`,
@@ -19,6 +21,7 @@ impl HubCache {
     /// `snapshots/<commit>` (replacing an earlier snapshot of that commit atomically), records
     /// the selection in the state directory, and points `refs/<revision>` at the commit unless
     /// the revision is itself a commit sha. Other commits of the repo are left as they are.
+    /// Temporaries are made in the repo directory, where no reader looks (see [`super::temps`]).
     /// Returns the snapshot directory.
     pub fn publish(
         &self,
@@ -33,30 +36,28 @@ impl HubCache {
         if with_ref {
             layout::check_revision(revision)?;
         }
-        let trees = Trees::of(tree)?;
-        let files = selection(&trees, selected)?;
+        let listing = sorted_listing(tree)?;
+        let files = selection(&listing, selected)?;
         let _lock = self.lock_repo(repo)?;
         let repo_dir = self.ensure_repo_dirs(repo)?;
         self.check_blobs(repo, &files)?;
-        for sub in ["snapshots", "trees", "refs"] {
-            remove_stale_temps(&repo_dir.join(sub))?;
-        }
-        let json = serde_json::to_vec_pretty(&trees)
-            .map_err(|e| Error::io("encode", &repo_dir, e.into()))?;
-        fsx::write_atomic(
-            &repo_dir.join("trees"),
-            &format!("{commit}.json"),
-            &json,
-            FILE_MODE,
-        )?;
+        self.clean_temporaries_locked(repo)?;
+        self.reached(PublishStep::Started);
+        let tmp = fsx::stage(&repo_dir, FILE_MODE, |f| {
+            let mut w = std::io::BufWriter::new(f);
+            layout::write_trees(&mut w, &listing)?;
+            w.flush()
+        })?;
+        fsx::commit_staged(&tmp, &repo_dir.join("trees"), &format!("{commit}.json"))?;
+        self.reached(PublishStep::TreesWritten);
         let record = Selection {
             revision: revision.to_string(),
             files: files.iter().map(|e| (*e).clone()).collect(),
         };
         self.write_record(SELECTIONS, repo, commit, &record)?;
-        let snapshot = build_snapshot(&repo_dir.join("snapshots"), commit, &files)?;
+        let snapshot = self.build_snapshot(&repo_dir, commit, &files)?;
         if with_ref {
-            write_ref(&repo_dir.join("refs"), revision, commit)?;
+            self.write_ref(&repo_dir, revision, commit)?;
         }
         Ok(snapshot)
     }
@@ -84,14 +85,111 @@ impl HubCache {
         }
         Ok(())
     }
+
+    /// Builds the snapshot under a temporary name in the repo directory, fsyncs it, and moves
+    /// it to `snapshots/<commit>`.
+    fn build_snapshot(
+        &self,
+        repo_dir: &Path,
+        commit: &str,
+        files: &[&TreeEntry],
+    ) -> Result<PathBuf, Error> {
+        let tmp_name = fsx::temp_name("snapshot");
+        let tmp = repo_dir.join(&tmp_name);
+        let result = fill(repo_dir, &tmp_name, files).and_then(|()| {
+            self.reached(PublishStep::SnapshotBuilt);
+            self.swap_in(repo_dir, &tmp_name, commit)
+        });
+        if let Err(e) = result {
+            let _ = fsx::remove_tree(&tmp);
+            return Err(e);
+        }
+        Ok(repo_dir.join("snapshots").join(commit))
+    }
+
+    /// Moves `<repo>/<tmp_name>` to `snapshots/<commit>`. An existing snapshot is exchanged
+    /// atomically (`renameat2(RENAME_EXCHANGE)`) so that a reader never misses a file both
+    /// contain; where the filesystem or libc lacks it, the old one is renamed aside first (a
+    /// short window without the snapshot). The old one is then removed.
+    fn swap_in(&self, repo_dir: &Path, tmp_name: &str, commit: &str) -> Result<(), Error> {
+        let snapshots = repo_dir.join("snapshots");
+        let dest = snapshots.join(commit);
+        let tmp = repo_dir.join(tmp_name);
+        if !fsx::is_real_dir(&dest)? {
+            std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
+            fsx::fsync_dir(&snapshots)?;
+            fsx::fsync_dir(repo_dir)?;
+            self.reached(PublishStep::SnapshotPublished);
+            return Ok(());
+        }
+        let old = if exchange(repo_dir, tmp_name, &snapshots, commit)? {
+            tmp
+        } else {
+            let aside = repo_dir.join(fsx::temp_name("old"));
+            std::fs::rename(&dest, &aside).map_err(|e| Error::io("rename", &aside, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
+            aside
+        };
+        fsx::fsync_dir(&snapshots)?;
+        fsx::fsync_dir(repo_dir)?;
+        self.reached(PublishStep::SnapshotPublished);
+        fsx::remove_tree(&old)?;
+        Ok(fsx::fsync_dir(repo_dir)?)
+    }
+
+    /// Writes `refs/<revision>` = the commit, without a trailing newline (one breaks offline
+    /// lookups in `huggingface_hub`), staged in the repo directory and renamed into place.
+    fn write_ref(&self, repo_dir: &Path, revision: &str, commit: &str) -> Result<(), Error> {
+        let parents = layout::parents(revision);
+        let dir = fsx::ensure_dirs(&repo_dir.join("refs"), &parents)?;
+        let name = revision.rsplit('/').next().unwrap_or(revision);
+        if fsx::is_real_dir(&dir.join(name)).is_ok_and(|d| d) {
+            return Err(Error::io(
+                "write ref",
+                dir.join(name),
+                std::io::Error::new(ErrorKind::IsADirectory, "a directory has the ref's name"),
+            ));
+        }
+        let tmp = fsx::stage(repo_dir, FILE_MODE, |f| f.write_all(commit.as_bytes()))?;
+        self.reached(PublishStep::RefStaged);
+        fsx::commit_staged(&tmp, &dir, name)?;
+        self.reached(PublishStep::RefWritten);
+        Ok(())
+    }
 }
 
-/// The selected entries, checked against the tree, one per path, in path order.
-fn selection<'a>(trees: &Trees, selected: &'a [TreeEntry]) -> Result<Vec<&'a TreeEntry>, Error> {
+/// The whole tree sorted by path, each entry checked; a path listed twice is refused. Holds
+/// references only: the entries themselves stay where the listing put them.
+fn sorted_listing(tree: &[TreeEntry]) -> Result<Vec<&TreeEntry>, Error> {
+    let mut listing: Vec<&TreeEntry> = tree.iter().collect();
+    listing.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    for pair in listing.windows(2) {
+        if pair[0].path == pair[1].path {
+            return Err(Error::HostileName {
+                path: pair[0].path.clone(),
+                reason: "listed twice in the tree".to_string(),
+            });
+        }
+    }
+    for entry in &listing {
+        check_entry(entry)?;
+    }
+    Ok(listing)
+}
+
+/// The selected entries, checked against the sorted listing, one per path, in path order.
+fn selection<'a>(
+    listing: &[&TreeEntry],
+    selected: &'a [TreeEntry],
+) -> Result<Vec<&'a TreeEntry>, Error> {
     let mut by_path = BTreeMap::new();
     for entry in selected {
         check_entry(entry)?;
-        match trees.files.get(&entry.path) {
+        let found = listing
+            .binary_search_by(|e| e.path.as_str().cmp(&entry.path))
+            .ok()
+            .map(|i| listing[i]);
+        match found {
             Some(f) if f.etag() == entry.etag() && f.size == entry.size => {}
             _ => {
                 return Err(Error::HostileName {
@@ -105,42 +203,10 @@ fn selection<'a>(trees: &Trees, selected: &'a [TreeEntry]) -> Result<Vec<&'a Tre
     Ok(by_path.into_values().collect())
 }
 
-/// Removes what an interrupted publish or evict left (our temporary names only).
-pub(super) fn remove_stale_temps(dir: &Path) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => fsx::remove_tree(&path)?,
-            _ => {
-                fsx::remove_file(&path)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Builds the snapshot under a temporary name in `snapshots/`, fsyncs it, and moves it to
-/// `snapshots/<commit>`.
-fn build_snapshot(snapshots: &Path, commit: &str, files: &[&TreeEntry]) -> Result<PathBuf, Error> {
-    let tmp_name = fsx::temp_name("snapshot");
-    let tmp = snapshots.join(&tmp_name);
-    let result =
-        fill(snapshots, &tmp_name, files).and_then(|()| swap_in(snapshots, &tmp_name, commit));
-    if let Err(e) = result {
-        let _ = fsx::remove_tree(&tmp);
-        return Err(e);
-    }
-    Ok(snapshots.join(commit))
-}
-
-/// Creates the relative symlinks (directories 0755) and fsyncs every directory, deepest first.
-fn fill(snapshots: &Path, tmp_name: &str, files: &[&TreeEntry]) -> Result<(), Error> {
-    let tmp = fsx::ensure_dirs(snapshots, &[tmp_name])?;
+/// Creates the relative symlinks (directories 0755) under `<repo>/<tmp_name>` and fsyncs
+/// every directory, deepest first. The links resolve once the directory sits in `snapshots/`.
+fn fill(repo_dir: &Path, tmp_name: &str, files: &[&TreeEntry]) -> Result<(), Error> {
+    let tmp = fsx::ensure_dirs(repo_dir, &[tmp_name])?;
     let mut dirs = BTreeSet::from([(0usize, tmp.clone())]);
     for entry in files {
         let parents = layout::parents(&entry.path);
@@ -156,67 +222,29 @@ fn fill(snapshots: &Path, tmp_name: &str, files: &[&TreeEntry]) -> Result<(), Er
     Ok(())
 }
 
-/// Moves `snapshots/<tmp_name>` to `snapshots/<commit>`. An existing snapshot is exchanged
-/// atomically (`renameat2(RENAME_EXCHANGE)`) so that a reader never misses a file both contain;
-/// where the filesystem or libc lacks it, the old one is renamed aside first (a short window
-/// without the snapshot). The old one is then removed.
-fn swap_in(snapshots: &Path, tmp_name: &str, commit: &str) -> Result<(), Error> {
-    let dest = snapshots.join(commit);
-    let tmp = snapshots.join(tmp_name);
-    if !fsx::is_real_dir(&dest)? {
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
-        return Ok(fsx::fsync_dir(snapshots)?);
-    }
-    let old = if exchange(snapshots, tmp_name, commit)? {
-        tmp
-    } else {
-        let aside = snapshots.join(fsx::temp_name("old"));
-        std::fs::rename(&dest, &aside).map_err(|e| Error::io("rename", &aside, e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
-        aside
-    };
-    fsx::fsync_dir(snapshots)?;
-    fsx::remove_tree(&old)?;
-    Ok(fsx::fsync_dir(snapshots)?)
-}
-
-/// Exchanges two names in `dir` atomically; `Ok(false)` when unsupported here.
+/// Exchanges `dir_a/a` and `dir_b/b` atomically; `Ok(false)` when unsupported here.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn exchange(dir: &Path, a: &str, b: &str) -> Result<bool, Error> {
+fn exchange(dir_a: &Path, a: &str, dir_b: &Path, b: &str) -> Result<bool, Error> {
     use nix::errno::Errno;
     use nix::fcntl::{RenameFlags, renameat2};
     use std::os::unix::fs::OpenOptionsExt;
 
-    let fd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(fsx::nofollow() | nix::fcntl::OFlag::O_DIRECTORY.bits())
-        .open(dir)
-        .map_err(|e| fsx::open_error("open dir", dir, e))?;
-    match renameat2(&fd, a, &fd, b, RenameFlags::RENAME_EXCHANGE) {
+    let open = |dir: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(fsx::nofollow() | nix::fcntl::OFlag::O_DIRECTORY.bits())
+            .open(dir)
+            .map_err(|e| fsx::open_error("open dir", dir, e))
+    };
+    let (fd_a, fd_b) = (open(dir_a)?, open(dir_b)?);
+    match renameat2(&fd_a, a, &fd_b, b, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => Ok(true),
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => Ok(false),
-        Err(e) => Err(Error::io("exchange", dir.join(b), e.into())),
+        Err(e) => Err(Error::io("exchange", dir_b.join(b), e.into())),
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn exchange(_dir: &Path, _a: &str, _b: &str) -> Result<bool, Error> {
+fn exchange(_dir_a: &Path, _a: &str, _dir_b: &Path, _b: &str) -> Result<bool, Error> {
     Ok(false)
-}
-
-/// Writes `refs/<revision>` = the commit, without a trailing newline (one breaks offline
-/// lookups in `huggingface_hub`).
-fn write_ref(refs: &Path, revision: &str, commit: &str) -> Result<(), Error> {
-    let parents = layout::parents(revision);
-    let dir = fsx::ensure_dirs(refs, &parents)?;
-    let name = revision.rsplit('/').next().unwrap_or(revision);
-    if fsx::is_real_dir(&dir.join(name)).is_ok_and(|d| d) {
-        return Err(Error::io(
-            "write ref",
-            dir.join(name),
-            std::io::Error::new(ErrorKind::IsADirectory, "a directory has the ref's name"),
-        ));
-    }
-    fsx::write_atomic(&dir, name, commit.as_bytes(), FILE_MODE)?;
-    Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::super::Lfs;
 use super::*;
 
+mod crash;
 mod lifecycle;
 mod safety;
 

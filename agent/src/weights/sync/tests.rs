@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 use coldstart_fakehub::{FakeHub, Options};
 
 use super::*;
+
+mod hostile;
 use crate::weights::cache::VerifyMode;
 use crate::weights::hub::HubOptions;
 

@@ -1,7 +1,9 @@
 //! The durable record of which ranges of a partial blob are on disk: a small JSON file in our
-//! state dir, replaced atomically, written only after the ranges it lists were `fdatasync`ed.
+//! state dir, replaced atomically, written only after the bytes it lists were `fdatasync`ed.
+//! Besides whole chunks it records how far each unfinished chunk got from its start, so a
+//! crash costs at most what was written since the last commit, not the ranges in flight.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,23 @@ struct Record {
     size: u64,
     chunk: u64,
     done: BTreeSet<usize>,
+    /// Unfinished chunks: bytes durable from the chunk's start.
+    #[serde(default)]
+    partial: BTreeMap<usize, u64>,
+}
+
+/// What was written since the last commit.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    done: Vec<usize>,
+    partial: BTreeMap<usize, u64>,
+}
+
+impl Pending {
+    /// Nothing to commit.
+    pub(super) fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.partial.is_empty()
+    }
 }
 
 /// Ranges of one partial blob known to be durable.
@@ -21,27 +40,36 @@ pub(super) struct Journal {
     size: u64,
     chunk: u64,
     done: BTreeSet<usize>,
-    pending: Vec<usize>,
+    partial: BTreeMap<usize, u64>,
+    pending: Pending,
+    unflushed: u64,
 }
 
 impl Journal {
     /// The journal at `path`; empty when absent, unreadable, or written for another size or
     /// chunking (the partial file is then rewritten from scratch).
     pub(super) fn load(path: &Path, size: u64, chunk: u64) -> Result<Journal, Error> {
-        let done = match std::fs::read(path) {
+        let (done, mut partial) = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
-                Ok(r) if r.size == size && r.chunk == chunk => r.done,
-                _ => BTreeSet::new(),
+                Ok(r) if r.size == size && r.chunk == chunk => (r.done, r.partial),
+                _ => Default::default(),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(Error::io("read journal", path, e)),
         };
+        // Only progress that fits inside its chunk is believed.
+        let chunks = size.div_ceil(chunk.max(1)) as usize;
+        partial.retain(|c, n| {
+            *c < chunks && !done.contains(c) && *n < chunk.min(size - *c as u64 * chunk)
+        });
         Ok(Journal {
             path: path.to_path_buf(),
             size,
             chunk,
             done,
-            pending: Vec::new(),
+            partial,
+            pending: Pending::default(),
+            unflushed: 0,
         })
     }
 
@@ -50,28 +78,52 @@ impl Journal {
         &self.done
     }
 
+    /// Bytes of `chunk` durable from its start (where a resumed download of it starts).
+    pub(super) fn resume_offset(&self, chunk: usize) -> u64 {
+        self.partial.get(&chunk).copied().unwrap_or(0)
+    }
+
+    /// `n` more bytes of `chunk` were written, which now holds `reached` bytes from its start
+    /// (not yet durable). Returns the bytes written since the last commit.
+    pub(super) fn advance(&mut self, chunk: usize, reached: u64, n: u64) -> u64 {
+        let at = self.pending.partial.entry(chunk).or_insert(0);
+        *at = (*at).max(reached);
+        self.unflushed += n;
+        self.unflushed
+    }
+
     /// A chunk was written (not yet durable).
     pub(super) fn mark(&mut self, chunk: usize) {
-        self.pending.push(chunk);
+        self.pending.partial.remove(&chunk);
+        self.pending.done.push(chunk);
     }
 
     /// Every chunk of `n` was written.
     pub(super) fn mark_all(&mut self, n: usize) {
-        self.pending.extend(0..n);
+        self.pending.partial.clear();
+        self.pending.done.extend(0..n);
     }
 
-    /// The chunks written since the last commit.
-    pub(super) fn take_pending(&mut self) -> Vec<usize> {
+    /// What was written since the last commit.
+    pub(super) fn take_pending(&mut self) -> Pending {
+        self.unflushed = 0;
         std::mem::take(&mut self.pending)
     }
 
-    /// Records `chunks` as durable (the caller has `fdatasync`ed the data).
-    pub(super) fn commit(&mut self, chunks: &[usize]) -> Result<(), Error> {
-        self.done.extend(chunks.iter().copied());
+    /// Records `pending` as durable (the caller has `fdatasync`ed the data).
+    pub(super) fn commit(&mut self, pending: &Pending) -> Result<(), Error> {
+        self.done.extend(pending.done.iter().copied());
+        for (&c, &n) in &pending.partial {
+            let at = self.partial.entry(c).or_insert(0);
+            *at = (*at).max(n);
+        }
+        let done = &self.done;
+        self.partial.retain(|c, _| !done.contains(c));
         let record = Record {
             size: self.size,
             chunk: self.chunk,
             done: self.done.clone(),
+            partial: self.partial.clone(),
         };
         let bytes = serde_json::to_vec(&record)
             .map_err(|e| Error::io("encode journal", &self.path, std::io::Error::other(e)))?;
@@ -111,12 +163,21 @@ mod tests {
         let mut j = Journal::load(&p, 100, 10).unwrap();
         assert!(j.done().is_empty());
         j.mark(3);
-        j.mark(1);
+        assert_eq!(j.advance(1, 4, 4), 4);
+        assert_eq!(j.advance(5, 6, 6), 10);
         let pending = j.take_pending();
         j.commit(&pending).unwrap();
         assert!(j.take_pending().is_empty());
+        // Chunk 1 finishes after its partial progress was committed: the mark wins.
+        j.advance(1, 10, 6);
+        j.mark(1);
+        let pending = j.take_pending();
+        j.commit(&pending).unwrap();
         let again = Journal::load(&p, 100, 10).unwrap();
         assert_eq!(again.done().iter().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(again.resume_offset(5), 6);
+        assert_eq!(again.resume_offset(1), 0);
+        assert_eq!(again.resume_offset(0), 0);
         assert!(Journal::load(&p, 100, 20).unwrap().done().is_empty());
         std::fs::write(&p, b"garbage").unwrap();
         assert!(Journal::load(&p, 100, 10).unwrap().done().is_empty());

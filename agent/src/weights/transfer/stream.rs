@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 use reqwest::StatusCode;
 use sha1::Digest as _;
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::bytes::Bytes;
 
-use super::super::hub::{FileSource, HubClient, redact};
+use super::super::hub::{body_error, redact};
 use super::super::{Digest, Error};
-use super::{Counters, add};
+use super::{Counters, Engine, Job, add, lock};
+use crate::rate_floor::RateFloor;
 
 /// Bytes gathered before one positioned write.
 const WRITE_BUF: usize = 1 << 20;
@@ -42,18 +45,73 @@ async fn write_at(
     .map_err(|e| Error::io("write", path, std::io::Error::other(e.to_string())))?
 }
 
-/// Fetches `[start, end)` into the file. On failure returns how far the file got, so the
-/// caller resumes from there.
+/// The next piece of `resp`'s body under the connection's rate floor. Errors name the file: a
+/// read timeout, a window below the floor, or the body's failure with its cause chain.
+async fn next_piece(
+    engine: &Engine,
+    job: &Job,
+    resp: &mut reqwest::Response,
+    floor: &mut Option<RateFloor>,
+) -> Result<Option<Bytes>, Error> {
+    loop {
+        let read = match floor.as_ref().map(RateFloor::deadline) {
+            Some(deadline) => match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    check_floor(floor, 0, job)?;
+                    continue;
+                }
+            },
+            None => resp.chunk().await,
+        };
+        return match read {
+            Ok(Some(piece)) => {
+                check_floor(floor, piece.len() as u64, job)?;
+                Ok(Some(piece))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(body_error(
+                &job.src.url,
+                &job.name,
+                &e,
+                engine.hub.read_timeout(),
+            )),
+        };
+    }
+}
+
+fn check_floor(floor: &mut Option<RateFloor>, n: u64, job: &Job) -> Result<(), Error> {
+    let Some(f) = floor.as_mut() else {
+        return Ok(());
+    };
+    f.observe(n, Instant::now()).map_err(|s| Error::TooSlow {
+        what: job.name.clone(),
+        bytes: s.bytes,
+        floor: s.floor,
+        seconds: s.window.as_secs_f64(),
+    })
+}
+
+fn new_floor(engine: &Engine) -> Option<RateFloor> {
+    RateFloor::new(
+        engine.opts.min_rate_bytes,
+        engine.opts.min_rate_window,
+        Instant::now(),
+    )
+}
+
+/// Fetches `[start, end)` of chunk `index` into the file, journaling progress as it is
+/// written. On failure returns how far the file got, so the caller resumes from there.
 pub(super) async fn fetch_range(
-    hub: &HubClient,
-    src: &FileSource,
-    file: &Arc<std::fs::File>,
-    path: &Path,
+    engine: &Engine,
+    job: &Job,
+    index: usize,
     start: u64,
     end: u64,
-    counters: &Counters,
 ) -> Result<RangeOutcome, (u64, Error)> {
-    let mut resp = hub
+    let src = &job.src;
+    let mut resp = engine
+        .hub
         .get(src, start, Some(end))
         .await
         .map_err(|e| (start, e))?;
@@ -82,73 +140,69 @@ pub(super) async fn fetch_range(
             proto(format!("asked for bytes {start}-, got {content_range:?}")),
         ));
     }
+    let chunk_start = index as u64 * job.chunk;
     let mut at = start;
     let mut buf = Vec::with_capacity(WRITE_BUF);
+    let mut floor = new_floor(engine);
     loop {
-        let next = resp.chunk().await;
-        let piece = match next {
+        let piece = match next_piece(engine, job, &mut resp, &mut floor).await {
             Ok(Some(p)) => p,
             Ok(None) => break,
             Err(e) => {
-                if !buf.is_empty() {
-                    let n = buf.len() as u64;
-                    write_at(file, path, std::mem::take(&mut buf), at)
-                        .await
-                        .map_err(|e| (at, e))?;
-                    at += n;
-                }
-                return Err((
-                    at,
-                    Error::Http {
-                        url: redact(&src.url),
-                        reason: format!("body: {e}"),
-                    },
-                ));
+                at = write_journaled(engine, job, index, chunk_start, &mut buf, at)
+                    .await
+                    .map_err(|e| (at, e))?;
+                return Err((at, e));
             }
         };
         if at + (buf.len() + piece.len()) as u64 > end {
             return Err((at, proto("body longer than the range".to_string())));
         }
-        add(&counters.downloaded, piece.len() as u64);
+        add(&engine.counters.downloaded, piece.len() as u64);
         buf.extend_from_slice(&piece);
         if buf.len() >= WRITE_BUF {
-            let n = buf.len() as u64;
-            write_at(
-                file,
-                path,
-                std::mem::replace(&mut buf, Vec::with_capacity(WRITE_BUF)),
-                at,
-            )
-            .await
-            .map_err(|e| (at, e))?;
-            at += n;
+            at = write_journaled(engine, job, index, chunk_start, &mut buf, at)
+                .await
+                .map_err(|e| (at, e))?;
         }
     }
-    if !buf.is_empty() {
-        let n = buf.len() as u64;
-        write_at(file, path, buf, at).await.map_err(|e| (at, e))?;
-        at += n;
-    }
+    at = write_journaled(engine, job, index, chunk_start, &mut buf, at)
+        .await
+        .map_err(|e| (at, e))?;
     if at < end {
         return Err((at, proto(format!("body ended at byte {at} of {end}"))));
     }
     Ok(RangeOutcome::Done)
 }
 
+/// Writes `buf` (emptied) at `at`, records the chunk's progress in the journal and asks for a
+/// commit once `journal_bytes` are waiting; returns the new offset.
+async fn write_journaled(
+    engine: &Engine,
+    job: &Job,
+    index: usize,
+    chunk_start: u64,
+    buf: &mut Vec<u8>,
+    at: u64,
+) -> Result<u64, Error> {
+    if buf.is_empty() {
+        return Ok(at);
+    }
+    let n = buf.len() as u64;
+    let full = std::mem::replace(buf, Vec::with_capacity(WRITE_BUF));
+    write_at(&job.file, &job.path, full, at).await?;
+    let unflushed = lock(&job.journal).advance(index, at + n - chunk_start, n);
+    if unflushed >= engine.opts.journal_bytes.max(1) {
+        job.flush.notify_one();
+    }
+    Ok(at + n)
+}
+
 /// Fetches the whole file as one stream (no Range header), telling the hasher as each chunk
 /// is complete.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn fetch_whole(
-    hub: &HubClient,
-    src: &FileSource,
-    file: &Arc<std::fs::File>,
-    path: &Path,
-    size: u64,
-    chunk: u64,
-    hasher: &Hasher,
-    counters: &Counters,
-) -> Result<(), Error> {
-    let mut resp = hub.get(src, 0, None).await?;
+pub(super) async fn fetch_whole(engine: &Engine, job: &Job) -> Result<(), Error> {
+    let (src, size, chunk) = (&job.src, job.size, job.chunk);
+    let mut resp = engine.hub.get(src, 0, None).await?;
     let proto = |reason: String| Error::Protocol {
         url: redact(&src.url),
         reason,
@@ -162,31 +216,29 @@ pub(super) async fn fetch_whole(
     let mut at = 0u64;
     let mut buf = Vec::with_capacity(WRITE_BUF);
     let mut signalled = 0u64;
+    let mut floor = new_floor(engine);
     loop {
-        let piece = resp.chunk().await.map_err(|e| Error::Http {
-            url: redact(&src.url),
-            reason: format!("body: {e}"),
-        })?;
+        let piece = next_piece(engine, job, &mut resp, &mut floor).await?;
         let last = piece.is_none();
         if let Some(p) = piece {
             if at + (buf.len() + p.len()) as u64 > size {
                 return Err(proto(format!("body longer than {size} bytes")));
             }
-            add(&counters.downloaded, p.len() as u64);
+            add(&engine.counters.downloaded, p.len() as u64);
             buf.extend_from_slice(&p);
         }
         if buf.len() >= WRITE_BUF || (last && !buf.is_empty()) {
             let n = buf.len() as u64;
             write_at(
-                file,
-                path,
+                &job.file,
+                &job.path,
                 std::mem::replace(&mut buf, Vec::with_capacity(WRITE_BUF)),
                 at,
             )
             .await?;
             at += n;
             while (signalled + 1) * chunk <= at || (at == size && signalled * chunk < size) {
-                hasher.chunk_done(signalled as usize);
+                job.hasher.chunk_done(signalled as usize);
                 signalled += 1;
             }
         }

@@ -60,21 +60,26 @@ fn client(hub: &FakeHub, token: Option<&str>) -> HubClient {
     let mut o = HubOptions::new(&hub.url());
     o.token = token.map(str::to_string);
     o.attempts = 4;
-    o.backoff_initial = Duration::from_millis(20);
+    o.backoff =
+        crate::backoff::Backoff::constant(Duration::from_millis(20), Duration::from_secs(30));
     o.read_timeout = Duration::from_secs(2);
     HubClient::new(o).unwrap()
 }
 
 impl Rig {
     fn engine(&self, token: Option<&str>) -> Engine {
-        let opts = TransferOptions {
+        Engine::new(client(&self.hub, token), self.cache.clone(), self.opts())
+    }
+
+    fn opts(&self) -> TransferOptions {
+        TransferOptions {
             connections: 4,
             chunk_bytes: CHUNK,
             window_chunks: 8,
             range_attempts: 4,
             journal_interval: Duration::from_millis(20),
-        };
-        Engine::new(client(&self.hub, token), self.cache.clone(), opts)
+            ..TransferOptions::default()
+        }
     }
 
     fn entry(&self, path: &str) -> TreeEntry {
@@ -246,4 +251,96 @@ async fn an_interrupted_download_resumes_from_its_journal() {
         "only the missing ranges were fetched again: {served_after}"
     );
     assert!(!journal.exists());
+}
+
+#[tokio::test]
+async fn partial_ranges_are_journaled_and_resume_mid_range() {
+    let r = rig(Options::default(), None).await;
+    let e = r.entry("model.safetensors");
+    let chunk = 512 << 10;
+    let opts = TransferOptions {
+        chunk_bytes: chunk,
+        range_attempts: 1,
+        ..r.opts()
+    };
+    let engine = Engine::new(client(&r.hub, None), r.cache.clone(), opts.clone());
+    // The first range's body stops after 64 KiB (the read timeout ends it) and no retry is
+    // allowed: what was written is journaled.
+    r.hub.stall_next();
+    let err = engine.fetch(&r.repo, &r.commit, &e).await.unwrap_err();
+    assert_eq!(err.metric_label(), "read_timeout", "{err}");
+    r.hub.release_stalls();
+    r.hub.reset_counters();
+    let engine = Engine::new(client(&r.hub, None), r.cache.clone(), opts);
+    engine.fetch(&r.repo, &r.commit, &e).await.unwrap();
+    assert!(r.cache.verify_blob(&r.repo, &e).unwrap());
+    let ranges: Vec<String> = r.hub.ranges_seen().into_iter().map(|s| s.range).collect();
+    assert!(
+        ranges.contains(&format!("bytes=65536-{}", chunk - 1)),
+        "the cut range resumed where it was cut: {ranges:?}"
+    );
+    assert_eq!(r.hub.bytes_served(), (1 << 20) - 65536);
+}
+
+#[tokio::test]
+async fn a_silent_server_is_named_in_the_read_timeout() {
+    let r = rig(Options::default(), None).await;
+    let e = r.entry("model.safetensors");
+    let mut o = HubOptions::new(&r.hub.url());
+    o.read_timeout = Duration::from_secs(1);
+    o.backoff =
+        crate::backoff::Backoff::constant(Duration::from_millis(20), Duration::from_secs(30));
+    let opts = TransferOptions {
+        range_attempts: 2,
+        ..r.opts()
+    };
+    let engine = Engine::new(HubClient::new(o).unwrap(), r.cache.clone(), opts);
+    r.hub.drip(Some((1, Duration::from_secs(3))));
+    let err = engine.fetch(&r.repo, &r.commit, &e).await.unwrap_err();
+    r.hub.clear_faults();
+    assert_eq!(err.metric_label(), "read_timeout", "{err}");
+    assert_eq!(
+        err.to_string(),
+        "model.safetensors: the server sent nothing for 1 s"
+    );
+}
+
+#[tokio::test]
+async fn a_drip_under_the_floor_is_retried_on_fresh_connections_then_fails() {
+    let r = rig(Options::default(), None).await;
+    let e = r.entry("model.safetensors");
+    let opts = TransferOptions {
+        range_attempts: 3,
+        min_rate_bytes: 64 << 10,
+        min_rate_window: Duration::from_secs(1),
+        ..r.opts()
+    };
+    let engine = Engine::new(client(&r.hub, None), r.cache.clone(), opts);
+    // 100 bytes every 100 ms: never silent for the 2 s read timeout, 1 KB/s.
+    r.hub.drip(Some((100, Duration::from_millis(100))));
+    let before = r.hub.counters().connections_total;
+    let err = engine.fetch(&r.repo, &r.commit, &e).await.unwrap_err();
+    r.hub.clear_faults();
+    assert_eq!(err.metric_label(), "too_slow", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("model.safetensors: the server sent ")
+            && text.ends_with("under the minimum of 65536 bytes per 1 s"),
+        "{text}"
+    );
+    assert!(
+        r.hub.counters().connections_total - before >= 3,
+        "each attempt on a fresh connection"
+    );
+    // A drip above the floor is only slow.
+    let opts = TransferOptions {
+        min_rate_bytes: 1000,
+        min_rate_window: Duration::from_secs(1),
+        ..r.opts()
+    };
+    let engine = Engine::new(client(&r.hub, None), r.cache.clone(), opts);
+    let small = r.entry("config.json");
+    r.hub.drip(Some((4, Duration::from_millis(2))));
+    engine.fetch(&r.repo, &r.commit, &small).await.unwrap();
+    r.hub.clear_faults();
 }

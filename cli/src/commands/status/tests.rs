@@ -39,6 +39,7 @@ fn the_table_has_a_row_per_node_and_a_rollup_per_model() {
             entry("gpu-3", Phase::Pending, false, None),
         ])],
         0,
+        super::NO_COLDMODELS,
     );
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("NODE"), "{text}");
@@ -61,5 +62,10 @@ fn a_model_without_nodes_says_why() {
         rollup_line(&view(Vec::new())),
         "org--m (org/m): 0/0 nodes ready (no node with an agent matches its selector)"
     );
-    assert!(render(&[], 0).starts_with("no ColdModels"));
+    assert!(render(&[], 0, super::NO_COLDMODELS).starts_with("no ColdModels"));
+    let node = render(&[], 0, super::NO_NODE_MODELS);
+    assert!(
+        node.contains("--node warm") && !node.contains("ColdModel"),
+        "{node}"
+    );
 }

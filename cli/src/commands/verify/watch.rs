@@ -72,34 +72,9 @@ fn print(format: Format, changed: &[String], report: &VerifyReport) -> bool {
     match format {
         // A stream: one JSON document per line, with -o yaml too (JSON is YAML).
         Format::Json | Format::Yaml => {
-            let doc = json!({ "ok": ok, "changed": changed, "report": report });
-            crate::outln!("{doc}");
+            crate::outln!("{}", super::document(ok, Some(changed), report));
         }
-        Format::Text => {
-            let what = format!(
-                "{}@{}",
-                report.repo,
-                &report.commit[..12.min(report.commit.len())]
-            );
-            if ok {
-                crate::outln!(
-                    "{what}: ok ({} files, {} hashed)",
-                    report.files,
-                    report.hashed
-                );
-            } else {
-                let problems: Vec<String> = report
-                    .problems
-                    .iter()
-                    .map(|p| format!("{} {:?}: {}", p.path, p.kind, p.detail))
-                    .collect();
-                crate::outln!(
-                    "{what}: {} problem(s): {}",
-                    problems.len(),
-                    problems.join("; ")
-                );
-            }
-        }
+        Format::Text => crate::outln!("{}", super::line(report)),
     }
     ok
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::Args;
 use crate::cluster::{self, resolve_model};
 use crate::output::Format;
-use crate::report::{CliError, Output};
+use crate::report::{CliError, NotFound, Output};
 use crate::{Cli, rollup, wait};
 
 #[cfg(test)]
@@ -151,7 +151,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     let client = cluster::connect(&cli.cluster).await?;
     let applied = apply(&client, &name, repo.as_ref().map(|r| r.as_str()), &changes).await?;
     if !args.wait {
-        let doc = json!({"name": name, "created": applied.created, "spec": applied.spec});
+        let doc = json!({"name": name, "created": applied.created, "changed": applied.changed,
+            "spec": applied.spec});
         return Ok(Output::line(doc, applied_line(&name, &applied)));
     }
     if cli.output == Format::Text {
@@ -191,12 +192,19 @@ const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Applied {
     /// The ColdModel did not exist before.
     pub created: bool,
+    /// Its spec differs from before (always, when created).
+    pub changed: bool,
     /// Its spec now.
     pub spec: ColdModelSpec,
 }
 
+/// kubectl apply's words: created, configured, or unchanged.
 fn applied_line(name: &str, a: &Applied) -> String {
-    let verb = if a.created { "created" } else { "configured" };
+    let verb = match (a.created, a.changed) {
+        (true, _) => "created",
+        (false, true) => "configured",
+        (false, false) => "unchanged",
+    };
     format!("coldmodel {name} {verb} ({})", a.spec.repo)
 }
 
@@ -220,9 +228,12 @@ async fn apply(
         }
         (Some(cur), _) => cur.spec.repo.clone(),
         (None, Some(given)) => given.to_string(),
-        (None, None) => anyhow::bail!(
-            "no ColdModel named {name}: give the Hub repo id (org/name) to create one"
-        ),
+        (None, None) => {
+            return Err(NotFound(format!(
+                "no ColdModel named {name}: give the Hub repo id (org/name) to create one"
+            ))
+            .into());
+        }
     };
     let spec = desired(current.as_ref().map(|c| &c.spec), &repo, changes);
     let patch = json!({
@@ -238,6 +249,7 @@ async fn apply(
         .with_context(|| format!("applying ColdModel {name}"))?;
     Ok(Applied {
         created: current.is_none(),
+        changed: current.is_none_or(|c| c.spec != done.spec),
         spec: done.spec,
     })
 }

@@ -89,10 +89,10 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
             r.seconds
         ));
     }
-    let doc = json!({
+    let doc = output::camel_keys(json!({
         "ok": true,
         "image": image_report,
         "model": model_report,
-    });
+    }));
     Ok(Output::text(doc, text))
 }

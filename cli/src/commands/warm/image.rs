@@ -7,10 +7,13 @@ use coldstart_agent::images::{
     ContainerdConfig, ContainerdImages, DockerConfig, ImageRef, RegistryAuth,
 };
 use coldstart_agent::prepull::{self, Event, Options, Report};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 
 use super::Args;
-use crate::output::{self, Format};
+use crate::output::{self, Format, SizedBar};
+
+/// The pull bar.
+const TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
 
 /// Parses the reference and loads credentials: bad input fails before any work.
 pub fn prepare(args: &Args, image: &str) -> anyhow::Result<(ImageRef, Option<RegistryAuth>)> {
@@ -53,55 +56,40 @@ pub async fn warm(
     Ok(report?)
 }
 
-/// Progress display: a bar on a terminal, plain lines (at most one per 5 %) otherwise; nothing
-/// on stdout, which belongs to the result.
+/// Progress display: a bar on a terminal once the size is known, plain lines (at most one
+/// per 5 %) otherwise; nothing on stdout, which belongs to the result.
 struct ProgressView {
-    bar: Option<ProgressBar>,
+    bar: SizedBar,
+    drawing: bool,
     last_pct: Option<u64>,
+    total: Option<u64>,
     image: String,
 }
 
 impl ProgressView {
     fn new(format: Format, bars: Option<&MultiProgress>, image: &ImageRef) -> Self {
-        let bar = bars.filter(|_| format == Format::Text).map(|multi| {
-            let bar = multi.add(ProgressBar::new(0));
-            let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
-            bar.set_message(image.to_string());
-            bar
-        });
+        let multi = bars.filter(|_| format == Format::Text);
         ProgressView {
-            bar,
+            bar: SizedBar::new(multi, TEMPLATE, image.to_string()),
+            drawing: multi.is_some(),
             last_pct: None,
+            total: None,
             image: image.to_string(),
         }
     }
 
     fn event(&mut self, event: Event) {
-        match (&self.bar, event) {
-            (Some(bar), Event::Resolved { bytes, .. }) => bar.set_length(bytes),
-            (Some(bar), Event::Progress(p)) => {
-                if p.total > 0 {
-                    bar.set_length(p.total);
-                }
-                bar.set_position(p.done);
-            }
-            (Some(bar), Event::Retry { error, backoff, .. }) => {
-                bar.println(format!("retrying in {}s: {error}", backoff.as_secs()))
-            }
-            (Some(bar), Event::Pinning) => bar.set_message(format!("{} (pinning)", self.image)),
-            (Some(_), _) => {}
-            (None, Event::Runtime(r)) => eprintln!("containerd {} ({})", r.version, r.snapshotter),
-            (None, Event::Resolved { digest, bytes }) => {
+        if self.drawing {
+            return self.draw(event);
+        }
+        match event {
+            Event::Runtime(r) => eprintln!("containerd {} ({})", r.version, r.snapshotter),
+            Event::Resolved { digest, bytes } => {
                 eprintln!("{}: {digest}, {}", self.image, output::bytes(bytes))
             }
-            (None, Event::Unresolved(why)) => eprintln!("{}: size unknown ({why})", self.image),
-            (None, Event::Pulling(n)) => eprintln!("{}: pulling (attempt {n})", self.image),
-            (None, Event::Progress(p)) if p.total > 0 => {
+            Event::Unresolved(why) => eprintln!("{}: size unknown ({why})", self.image),
+            Event::Pulling(n) => eprintln!("{}: pulling (attempt {n})", self.image),
+            Event::Progress(p) if p.total > 0 => {
                 let pct = p.done * 100 / p.total;
                 if self
                     .last_pct
@@ -116,26 +104,41 @@ impl ProgressView {
                     );
                 }
             }
-            (None, Event::Progress(_)) => {}
-            (
-                None,
-                Event::Retry {
-                    attempt,
-                    error,
-                    backoff,
-                },
-            ) => eprintln!(
+            Event::Progress(_) => {}
+            Event::Retry {
+                attempt,
+                error,
+                backoff,
+            } => eprintln!(
                 "{}: attempt {attempt} failed, retrying in {}s: {error}",
                 self.image,
                 backoff.as_secs()
             ),
-            (None, Event::Pinning) => eprintln!("{}: pinning", self.image),
+            Event::Pinning => eprintln!("{}: pinning", self.image),
         }
     }
 
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+    fn draw(&mut self, event: Event) {
+        match event {
+            Event::Resolved { bytes, .. } => {
+                self.total = Some(bytes);
+                self.bar.update(0, self.total);
+            }
+            Event::Progress(p) => {
+                if p.total > 0 {
+                    self.total = Some(p.total.max(self.total.unwrap_or(0)));
+                }
+                self.bar.update(p.done, self.total);
+            }
+            Event::Retry { error, backoff, .. } => self
+                .bar
+                .println(format!("retrying in {}s: {error}", backoff.as_secs())),
+            Event::Pinning => self.bar.set_message(format!("{} (pinning)", self.image)),
+            _ => {}
         }
+    }
+
+    fn finish(&mut self) {
+        self.bar.finish(false);
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::Args;
 use crate::node::{self, OneNode};
 use crate::output::Format;
-use crate::report::{CliError, Output};
+use crate::report::{CliError, NotFound, Output};
 use crate::{Cli, wait};
 
 #[cfg(test)]
@@ -56,7 +56,7 @@ pub fn changes(args: &Args, cwd: &Path) -> Result<Changes, String> {
         include: args.sync.include.clone(),
         exclude: args.sync.exclude.clone(),
         image: args.image.clone(),
-        token_file: args.hub.token_file.as_ref().map(|p| cwd.join(p)),
+        token_file: args.hub.hub_token_file.as_ref().map(|p| cwd.join(p)),
         pull_secret: args.pull_secret.as_ref().map(|p| cwd.join(p)),
     })
 }
@@ -92,10 +92,11 @@ pub fn entry(models: &[NamedModel], model: &str, c: &Changes) -> anyhow::Result<
     match current {
         Some(m) => Ok(desired(Some(&m.model), &m.model.repo, c)),
         None if model.contains('/') => Ok(desired(None, model, c)),
-        None => anyhow::bail!(
+        None => Err(NotFound(format!(
             "no model named {model} in the agent's models file: give the Hub repo id \
              (org/name) to add one"
-        ),
+        ))
+        .into()),
     }
 }
 
@@ -130,9 +131,10 @@ pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> Result<Output, CliError
     let edited_at = crate::commands::now();
     let changed = before.is_none_or(|b| b.model != put.model.model);
     let name = put.model.name.clone();
-    let line = applied_line(&put.model, put.created);
+    let line = applied_line(&put.model, put.created, changed);
     if !args.wait {
-        let doc = json!({"name": name, "created": put.created, "spec": put.model.model});
+        let doc = json!({"name": name, "created": put.created, "changed": changed,
+            "spec": put.model.model});
         return Ok(Output::line(doc, line));
     }
     if cli.output == Format::Text {
@@ -162,8 +164,13 @@ pub async fn run(cli: &Cli, args: &Args, sock: &Path) -> Result<Output, CliError
     .await
 }
 
-fn applied_line(m: &NamedModel, created: bool) -> String {
-    let verb = if created { "added to" } else { "updated in" };
+/// kubectl's words: added, updated, or unchanged.
+fn applied_line(m: &NamedModel, created: bool, changed: bool) -> String {
+    let verb = match (created, changed) {
+        (true, _) => "added to",
+        (false, true) => "updated in",
+        (false, false) => "unchanged in",
+    };
     format!(
         "model {} ({}) {verb} the agent's models file",
         m.name, m.model.repo

@@ -76,7 +76,7 @@ fn hostile_names_are_refused_before_touching_disk() {
         .cache
         .publish(&f.repo, "../x", C1, &tree, &[])
         .unwrap_err();
-    assert_eq!(err.metric_label(), "hostile_name");
+    assert_eq!(err.metric_label(), "invalid_revision");
     assert!(!f.cache.repo_dir(&f.repo).exists());
 }
 
