@@ -75,6 +75,10 @@ if [ -z "$name" ]; then
   name="$image_repo:$version"
 fi
 
+# Replaced, so only an empty directory or an earlier output of this script.
+if [ -d "$out" ] && [ -n "$(ls -A "$out")" ] && [ ! -d "$out/rootfs" ]; then
+  die "$out is not empty and holds no earlier image build: refusing to replace it"
+fi
 rm -rf "$out"
 root="$out/rootfs"
 mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp"

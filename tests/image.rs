@@ -543,7 +543,7 @@ fn pulls_from_the_image_survive_a_containerd_restart_through_the_socket_director
         before_ref,
     ));
     assert_eq!(
-        doc["image"]["manifest_digest"],
+        doc["image"]["manifestDigest"],
         before.manifest_digest.as_str()
     );
 
@@ -570,7 +570,7 @@ fn pulls_from_the_image_survive_a_containerd_restart_through_the_socket_director
         after_ref,
     ));
     assert_eq!(
-        doc["image"]["manifest_digest"],
+        doc["image"]["manifestDigest"],
         after.manifest_digest.as_str()
     );
     assert_eq!(doc["image"]["state"]["unpacked"], true, "{doc:#}");
