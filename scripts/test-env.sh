@@ -29,6 +29,9 @@ install_debs() {
   # htpasswd -B: bcrypt password files for the registry-auth tests (docker-registry wants bcrypt).
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  # scripts/build-image.sh (tests/image.rs): strip, and the CA bundle the image carries.
+  command -v strip >/dev/null || missing+=(binutils)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
