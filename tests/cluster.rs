@@ -107,8 +107,14 @@ impl World {
             .join("hub/models--acme--tiny-model/snapshots")
     }
 
-    /// Starts the agent for node `gpu-1`; `extra` flags last.
+    /// Starts the agent for node `gpu-1` with the stand-in NVML library; `extra` flags last.
     fn agent(&self, extra: &[&str]) -> Agent {
+        let lib = self.nvml.lib.to_str().unwrap().to_string();
+        self.agent_with_nvml(&["--nvml-library", &lib], extra)
+    }
+
+    /// Starts the agent for node `gpu-1` with `nvml` as its NVML flags; `extra` flags last.
+    fn agent_with_nvml(&self, nvml: &[&str], extra: &[&str]) -> Agent {
         let log = self.dir.path().join("agent.log");
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = common::agent_command();
@@ -131,8 +137,7 @@ impl World {
         .arg("--cache-root")
         .arg(self.cache_root())
         .args(["--hub-endpoint", &self.hub.url()])
-        .arg("--nvml-library")
-        .arg(&self.nvml.lib)
+        .args(nvml)
         .args(extra)
         .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
         .env("COLDSTART_LOG", "info,coldstart_agent=debug")
@@ -550,5 +555,99 @@ fn a_missing_gpu_keeps_the_startup_taint_until_the_agent_sees_it() {
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
     let gpu = condition(&w.node(), "ColdstartGPUHealthy").unwrap();
     assert_eq!(gpu["status"], "True", "{gpu}");
+    assert_eq!(agent.terminate(), 0);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
+fn without_nvml_the_taint_stays_until_the_driver_appears_on_a_searched_path() {
+    let w = World::new();
+    w.api.create(cold_model("gpu")).unwrap();
+    // No --nvml-library: NVML is searched for where the GPU Operator's driver root would be.
+    let driver = w.dir.path().join("host/run/nvidia/driver/usr/lib64");
+    std::fs::create_dir_all(&driver).unwrap();
+    let search = driver.to_str().unwrap().to_string();
+    let mut agent = w.agent_with_nvml(&["--nvml-search-path", &search], &[]);
+    w.wait_model_phase(&mut agent, "Ready");
+    let gpu = wait_for("NVMLNotFound", WARM, || {
+        condition(&w.node(), "ColdstartGPUHealthy").filter(|c| c["reason"] == "NVMLNotFound")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert_eq!(gpu["status"], "False", "{gpu}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        taint_keys(&w.node()).contains(&TAINT.to_string()),
+        "the taint stays while no NVML is found"
+    );
+    // The driver container publishes its root: the same agent finds the library and lets go.
+    std::fs::copy(&w.nvml.lib, driver.join("libnvidia-ml.so.1")).unwrap();
+    wait_for("taint removed once NVML loads", WARM, || {
+        agent.check_alive();
+        (!taint_keys(&w.node()).contains(&TAINT.to_string())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    let gpu = condition(&w.node(), "ColdstartGPUHealthy").unwrap();
+    assert_eq!(gpu["status"], "True", "{gpu}");
+    assert!(taint_keys(&w.node()).contains(&OTHER_TAINT.to_string()));
+    assert_eq!(agent.terminate(), 0);
+}
+
+fn nodeclaim(name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": name},
+        "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}},
+        "status": {"nodeName": node}
+    })
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registry)"]
+fn past_the_deadline_replace_deletes_only_this_nodes_nodeclaim() {
+    let w = World::new();
+    // A model that cannot warm: its repository is not on the Hub.
+    let mut model = cold_model("gpu");
+    model["spec"]["repo"] = json!("acme/absent");
+    w.api.create(model).unwrap();
+    w.api.create(nodeclaim("gpu-a1b2c", NODE)).unwrap();
+    w.api.create(nodeclaim("gpu-x9y8z", "gpu-2")).unwrap();
+    let mut agent = w.agent(&["--warming-deadline", "1", "--deadline-action", "replace"]);
+    wait_for("our NodeClaim deleted", WARM, || {
+        agent.check_alive();
+        w.api
+            .get("nodeclaims", "", "gpu-a1b2c")
+            .is_none()
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert!(
+        w.api.get("nodeclaims", "", "gpu-x9y8z").is_some(),
+        "another node's NodeClaim is left alone"
+    );
+    let reasons: Vec<String> = wait_for("the ReplacingNode event", Duration::from_secs(30), || {
+        let evs = w.api.list("events.events.k8s.io").ok()?;
+        let rs: Vec<String> = evs
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        rs.contains(&"ReplacingNode".to_string()).then_some(rs)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    assert!(
+        reasons.contains(&"WarmingDeadlineExceeded".to_string()),
+        "{reasons:?}"
+    );
+    // Once: a NodeClaim for this node made again later (Karpenter's replacement is another
+    // node) is not deleted by this agent.
+    w.api.create(nodeclaim("gpu-again", NODE)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        w.api.get("nodeclaims", "", "gpu-again").is_some(),
+        "deleted once only"
+    );
+    assert!(
+        taint_keys(&w.node()).contains(&TAINT.to_string()),
+        "the taint stays"
+    );
     assert_eq!(agent.terminate(), 0);
 }

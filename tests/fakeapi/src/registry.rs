@@ -98,5 +98,7 @@ pub fn default_resources() -> Vec<ResourceType> {
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldmodels", "ColdModel"),
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldnodes", "ColdNode")
             .with_status(false),
+        // Karpenter's, for the agent's `--deadline-action replace`.
+        ResourceType::cluster("karpenter.sh", "v1", "nodeclaims", "NodeClaim"),
     ]
 }
