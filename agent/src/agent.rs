@@ -139,6 +139,9 @@ pub async fn run<R: Reconcile>(
             warn!(%error, kind, "reconcile pass failed; retrying next tick");
         }
         heartbeat.beat(Instant::now());
+        // The loop is the shell: the one place that reads the wall clock, for the heartbeat
+        // metric that tells a stale agent from a live one.
+        metrics.set_last_pass(std::time::SystemTime::now());
     }
     heartbeat.stopping();
     reconciler.shutdown().await;

@@ -194,6 +194,8 @@ struct Planned {
     conditions: Vec<Condition>,
     /// The node carries the startup taint.
     has_taint: bool,
+    /// The node's creation, when the API says it (the start of `coldstart_node_warm_seconds`).
+    created: Option<Timestamp>,
 }
 
 /// The cluster-mode pass.
@@ -322,11 +324,9 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .get(&ObjectRef::new(&self.settings.node))
             .and_then(|c| c.status.clone());
         let gpu = self.gpu_report(node, has_taint).await;
-        let created = node
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(now, |t| t.0);
+        self.warmer.metrics().set_startup_taint(has_taint);
+        let creation = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let created = creation.unwrap_or(now);
         let deadline = SignedDuration::try_from(self.settings.warming_deadline)
             .ok()
             .and_then(|d| created.checked_add(d).ok());
@@ -346,6 +346,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,
             has_taint,
+            created: creation,
         }
     }
 
@@ -377,6 +378,12 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         };
         if removed && !self.taint_removed {
             self.taint_removed = true;
+            let metrics = self.warmer.metrics();
+            metrics.set_startup_taint(false);
+            if let Some(created) = planned.created {
+                let warm = now.duration_since(created).as_secs_f64().max(0.0);
+                metrics.observe_node_warm(warm);
+            }
             let msg = format!("{}; startup taint removed", plan.models_warm.message);
             self.event(EventType::Normal, "NodeWarm", "RemoveTaint", msg)
                 .await;
@@ -420,6 +427,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         }
         self.phases = phases;
         let late = plan.models_warm.reason == plan::REASON_DEADLINE;
+        self.warmer.metrics().set_warming_deadline_exceeded(late);
         if late && !self.deadline_reported {
             let msg = plan.models_warm.message.clone();
             self.event(EventType::Warning, plan::REASON_DEADLINE, "Warm", msg)

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::api::{PartPhase, Phase};
 
@@ -137,10 +137,33 @@ fn part_phase_label(p: PartPhase) -> &'static str {
     }
 }
 
+const PREFIX: &str = "coldstart";
+
+/// The registry being filled, and the name of each family registered (as exposed).
+struct Families {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Families {
+    fn add(&mut self, name: &str, help: &str, unit: Option<Unit>, metric: impl Metric) {
+        let exposed = match &unit {
+            Some(u) => format!("{PREFIX}_{name}_{}", u.as_str()),
+            None => format!("{PREFIX}_{name}"),
+        };
+        self.names.push(exposed);
+        match unit {
+            Some(u) => self.registry.register_with_unit(name, help, u, metric),
+            None => self.registry.register(name, help, metric),
+        }
+    }
+}
+
 /// Every metric family the agent exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
     model_phase: Family<ModelPhaseLabels, Gauge>,
     part_phase: Family<PartPhaseLabels, Gauge>,
     transferred: Family<PartLabels, Counter>,
@@ -153,6 +176,10 @@ pub struct Metrics {
     gpu_temperature: Family<GpuLabels, Gauge>,
     gpu_memory_used: Family<GpuLabels, Gauge>,
     gpu_xids: Family<XidLabels, Counter>,
+    last_pass: Gauge<f64, AtomicU64>,
+    node_warm: Histogram,
+    startup_taint: Gauge,
+    deadline_exceeded: Gauge,
 }
 
 impl Default for Metrics {
@@ -164,95 +191,139 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every family under the `coldstart_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("coldstart");
+        let mut families = Families {
+            registry: Registry::with_prefix(PREFIX),
+            names: Vec::new(),
+        };
         let model_phase = Family::<ModelPhaseLabels, Gauge>::default();
-        registry.register(
+        families.add(
             "model_phase",
             "1 for the model's current overall phase on this node, 0 for the others",
+            None,
             model_phase.clone(),
         );
         let part_phase = Family::<PartPhaseLabels, Gauge>::default();
-        registry.register(
+        families.add(
             "part_phase",
             "1 for the current phase of a model's image or weights part, 0 for the others",
+            None,
             part_phase.clone(),
         );
         let transferred = Family::<PartLabels, Counter>::default();
-        registry.register_with_unit(
+        families.add(
             "transferred",
             "Bytes pulled (image) or downloaded (weights) by this agent",
-            Unit::Bytes,
+            Some(Unit::Bytes),
             transferred.clone(),
         );
         let rate = Family::<PartLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register_with_unit(
+        families.add(
             "transfer_rate",
             "Recent transfer rate of a part in progress",
-            Unit::Other("bytes_per_second".into()),
+            Some(Unit::Other("bytes_per_second".into())),
             rate.clone(),
         );
         // 1 s to ~4.5 h: a 140 GB model on a slow link takes hours.
         let part_duration = Family::<DurationLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(1.0, 2.0, 15))) as fn() -> Histogram,
         );
-        registry.register_with_unit(
+        families.add(
             "part_duration",
             "Time to make a part Ready (or to fail it), by part and outcome",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             part_duration.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        families.add(
             "errors",
             "Errors by source port and kind (the error's stable metric label)",
+            None,
             errors.clone(),
         );
         let passes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        families.add(
             "reconcile_passes",
             "Reconcile passes finished, by outcome",
+            None,
             passes.clone(),
         );
         let pass_duration = Histogram::new(exponential_buckets(0.001, 4.0, 10));
-        registry.register_with_unit(
+        families.add(
             "reconcile_duration",
             "Time one reconcile pass took",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             pass_duration.clone(),
         );
-        registry.register(
+        families.add(
             "build",
             "The agent's version",
+            None,
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         let gpu_healthy = Family::<GpuLabels, Gauge>::default();
-        registry.register(
+        families.add(
             "gpu_healthy",
             "1 when a GPU (by NVML index; `all`: the node's verdict) is healthy, else 0",
+            None,
             gpu_healthy.clone(),
         );
         let gpu_temperature = Family::<GpuLabels, Gauge>::default();
-        registry.register_with_unit(
+        families.add(
             "gpu_temperature",
             "GPU core temperature",
-            Unit::Celsius,
+            Some(Unit::Celsius),
             gpu_temperature.clone(),
         );
         let gpu_memory_used = Family::<GpuLabels, Gauge>::default();
-        registry.register_with_unit(
+        families.add(
             "gpu_memory_used",
             "GPU memory in use",
-            Unit::Bytes,
+            Some(Unit::Bytes),
             gpu_memory_used.clone(),
         );
         let gpu_xids = Family::<XidLabels, Counter>::default();
-        registry.register(
+        families.add(
             "gpu_xid_events",
             "Critical XID events seen since the agent started, by GPU and XID (0: unknown)",
+            None,
             gpu_xids.clone(),
         );
+        let last_pass = Gauge::<f64, AtomicU64>::default();
+        families.add(
+            "last_pass_timestamp",
+            "When the last reconcile pass finished (Unix time): the agent's heartbeat",
+            Some(Unit::Seconds),
+            last_pass.clone(),
+        );
+        // 10 s to ~5.7 h, like a part's duration: a node warms in minutes to hours.
+        let node_warm = Histogram::new(exponential_buckets(10.0, 2.0, 12));
+        families.add(
+            "node_warm",
+            "Time from the node's creation to the removal of its startup taint (observed once)",
+            Some(Unit::Seconds),
+            node_warm.clone(),
+        );
+        let startup_taint = Gauge::default();
+        families.add(
+            "startup_taint",
+            "1 while the node carries the startup taint (cluster mode), else 0",
+            None,
+            startup_taint.clone(),
+        );
+        let deadline_exceeded = Gauge::default();
+        families.add(
+            "warming_deadline_exceeded",
+            "1 while the node is past its warming deadline with the startup taint on, else 0",
+            None,
+            deadline_exceeded.clone(),
+        );
         Metrics {
-            registry,
+            registry: families.registry,
+            names: families.names,
+            last_pass,
+            node_warm,
+            startup_taint,
+            deadline_exceeded,
             model_phase,
             part_phase,
             transferred,
@@ -408,6 +479,39 @@ impl Metrics {
         };
         self.passes.get_or_create(&labels).inc();
         self.pass_duration.observe(seconds);
+    }
+
+    /// Records when the last pass finished, the heartbeat that tells a live agent from a stale
+    /// one. The loop passes the wall clock; a time before 1970 reads as 0.
+    pub fn set_last_pass(&self, at: std::time::SystemTime) {
+        let unix = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_pass.set(unix);
+    }
+
+    /// Records the time from the node's creation to the removal of its startup taint; the
+    /// cluster pass calls it once, when it removes the taint.
+    pub fn observe_node_warm(&self, seconds: f64) {
+        self.node_warm.observe(seconds);
+    }
+
+    /// Whether the node carries the startup taint now.
+    pub fn set_startup_taint(&self, on: bool) {
+        self.startup_taint.set(i64::from(on));
+    }
+
+    /// Whether the node is past its warming deadline, still tainted.
+    pub fn set_warming_deadline_exceeded(&self, late: bool) {
+        self.deadline_exceeded.set(i64::from(late));
+    }
+
+    /// The name of every registered family as exposed (prefix and unit included, without the
+    /// `_total`, `_info`, `_bucket`, `_sum`, `_count` suffixes of its samples), in registration
+    /// order. A family appears in [`Metrics::encode`] only once it has a series; this list is how
+    /// a checker knows them all.
+    pub fn family_names(&self) -> &[String] {
+        &self.names
     }
 
     /// The OpenMetrics text exposition of every family.

@@ -124,3 +124,92 @@ fn gpu_series_follow_the_report() {
         assert!(t.contains(line), "{line} missing in:\n{t}");
     }
 }
+
+#[test]
+fn heartbeat_is_the_wall_clock_of_the_last_pass_in_unix_seconds() {
+    let m = Metrics::new();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    m.set_last_pass(at);
+    let t = text(&m);
+    assert!(
+        t.contains("# TYPE coldstart_last_pass_timestamp_seconds gauge"),
+        "{t}"
+    );
+    assert!(
+        t.contains("coldstart_last_pass_timestamp_seconds 1700000000.0"),
+        "{t}"
+    );
+    // A clock before 1970 reads as 0 rather than failing.
+    m.set_last_pass(std::time::UNIX_EPOCH - std::time::Duration::from_secs(5));
+    assert!(
+        text(&m).contains("coldstart_last_pass_timestamp_seconds 0.0"),
+        "{}",
+        text(&m)
+    );
+}
+
+#[test]
+fn node_warm_seconds_is_a_histogram_in_seconds() {
+    let m = Metrics::new();
+    m.observe_node_warm(95.0);
+    let t = text(&m);
+    assert!(
+        t.contains("# TYPE coldstart_node_warm_seconds histogram"),
+        "{t}"
+    );
+    assert!(t.contains("coldstart_node_warm_seconds_count 1"), "{t}");
+    assert!(t.contains("coldstart_node_warm_seconds_sum 95.0"), "{t}");
+    // 95 s falls in the 160 s bucket, not in the 80 s one.
+    assert!(
+        t.contains(r#"coldstart_node_warm_seconds_bucket{le="80.0"} 0"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_node_warm_seconds_bucket{le="160.0"} 1"#),
+        "{t}"
+    );
+}
+
+#[test]
+fn taint_and_deadline_gauges_follow_the_node() {
+    let m = Metrics::new();
+    m.set_startup_taint(true);
+    m.set_warming_deadline_exceeded(true);
+    let t = text(&m);
+    assert!(t.contains("coldstart_startup_taint 1"), "{t}");
+    assert!(t.contains("coldstart_warming_deadline_exceeded 1"), "{t}");
+    m.set_startup_taint(false);
+    m.set_warming_deadline_exceeded(false);
+    let t = text(&m);
+    assert!(t.contains("coldstart_startup_taint 0"), "{t}");
+    assert!(t.contains("coldstart_warming_deadline_exceeded 0"), "{t}");
+}
+
+#[test]
+fn family_names_are_the_exposed_names_of_every_family() {
+    let m = Metrics::new();
+    let names = m.family_names();
+    for name in [
+        "coldstart_model_phase",
+        "coldstart_transferred_bytes",
+        "coldstart_transfer_rate_bytes_per_second",
+        "coldstart_gpu_temperature_celsius",
+        "coldstart_build",
+        "coldstart_last_pass_timestamp_seconds",
+        "coldstart_node_warm_seconds",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing in {names:?}"
+        );
+    }
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    // What the exposition declares, for the families that always have a series, is in the list.
+    for line in text(&m).lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split(' ').next().unwrap_or_default();
+            assert!(names.iter().any(|n| n == family), "{family} not listed");
+        }
+    }
+}
