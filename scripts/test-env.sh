@@ -101,6 +101,28 @@ install_python() {
   fi
 }
 
+# Offline validation of the Prometheus Operator kinds in deploy/observability (PodMonitor,
+# PrometheusRule): the validators of @kubernetes-models/prometheus-operator, pinned, in a
+# directory of their own ($TESTENV/npm/node_modules, where tests/observability.rs looks). npm
+# reaches its registry by package name.
+PROMOP_VERSION=6.0.0
+install_npm() {
+  local dir="$TESTENV/npm"
+  local pkg="$dir/node_modules/@kubernetes-models/prometheus-operator/package.json"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    log "installing nodejs and npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  if [ -f "$pkg" ] && node -e 'process.exit(require(process.argv[1]).version === process.argv[2] ? 0 : 1)' "$pkg" "$PROMOP_VERSION"; then
+    return
+  fi
+  log "installing @kubernetes-models/prometheus-operator $PROMOP_VERSION"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --silent \
+    "@kubernetes-models/prometheus-operator@$PROMOP_VERSION" >/dev/null
+}
+
 # kubectl renders deploy/ (its built-in kustomize). The machine image ships kubectl 1.32 with
 # kustomize v5; Debian's kubernetes-client is 1.20, whose kustomize v2 cannot read our
 # kustomization (`labels:`), so it is no substitute: say so rather than install it.
@@ -140,6 +162,7 @@ main() {
     fetch_containerd "$suite" "$uri"
   done
   install_python
+  install_npm
   check_kubectl
   write_env
   log "ready:"; cat "$TESTENV/env" >&2
