@@ -493,6 +493,14 @@ fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     // The image itself stays: unpinned, it is the kubelet's GC's to collect.
     assert!(common::cri_image_status(w.ctd.socket(), IMAGE).is_some());
     assert_eq!(agent.terminate(), 0);
+    // deploy/ as shipped allowed every call the agent and coldctl made.
+    let refused: Vec<_> = w
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.status, 401 | 403 | 422))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 }
 
 #[test]
