@@ -132,11 +132,12 @@ HUB=$(awk '$1 == "listening" {print $2}' "$WORK/hub.out")
 [ -n "$HUB" ] || { cat "$WORK/hub.log" >&2; echo "the local Hub did not start" >&2; exit 1; }
 echo "   $HUB"
 
-CACHE="$WORK/hf-cache"
+ROOT="$WORK/coldstart"   # the agent's layout: $ROOT/hub (the Hub cache) and $ROOT/state
+CACHE="$ROOT/hub"
 warm() {
   "$COLDCTL" warm demo-org/tiny-llama --image registry.coldstart.test/demo/vllm-like:v1 --here \
     --containerd-socket "$WORK/containerd.sock" --margin-mib 64 \
-    --cache-dir "$CACHE" --endpoint "$HUB" --cache-margin-mib 64 "$@"
+    --cache-root "$ROOT" --hub-endpoint "$HUB" --cache-margin-mib 64 "$@"
 }
 echo "== coldctl warm demo-org/tiny-llama --image registry.coldstart.test/demo/vllm-like:v1 --here"
 warm
@@ -156,4 +157,4 @@ print("   files:", sorted(os.listdir(snap)))
 print("   config:", json.load(open(hf_hub_download("demo-org/tiny-llama", "config.json"))))
 PY
 echo "== coldctl verify (full hash of every byte)"
-"$COLDCTL" verify demo-org/tiny-llama --here --cache-dir "$CACHE" --full
+"$COLDCTL" verify demo-org/tiny-llama --here --cache-root "$ROOT" --full

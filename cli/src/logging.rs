@@ -1,13 +1,13 @@
 //! coldctl's logs, on stderr: JSON lines, or text for a person at a terminal.
 //!
-//! A failure is reported once, by `main`, from the error the verb returns. So at any level
-//! the logs leave out what would say it again: kube's client builder, which logs each failed
-//! connection at ERROR, and the ERROR event a `#[tracing::instrument(err)]` function logs as
-//! it returns an error to its caller. Warnings (a retry, a fallback) stay, one line each.
+//! A failure is reported once, by `main`, from the error the verb returns. So the logs leave
+//! out what would say it again: kube's client builder, which logs each failed connection at
+//! ERROR. The agent library's instrumented functions log the errors they return at debug
+//! (STYLE.md habit 6; a test in the agent checks every one). Warnings (a retry, a fallback)
+//! stay, one line each.
 
-use tracing::{Level, Metadata};
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, filter_fn};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -36,19 +36,7 @@ where
     } else {
         fmt.boxed()
     };
-    let keep = filter_fn(|meta| !is_returned_error(meta));
-    tracing_subscriber::registry().with(layer.with_filter(filter.and(keep)))
-}
-
-/// The event `#[instrument(err)]` logs when its function returns an error: at ERROR, with the
-/// one field `error` and no message. The caller has the error and decides who sees it
-/// (habit 6 of STYLE.md: instrumented errors log at debug; this holds the line at any level).
-fn is_returned_error(meta: &Metadata<'_>) -> bool {
-    let fields = meta.fields();
-    meta.is_event()
-        && *meta.level() == Level::ERROR
-        && fields.len() == 1
-        && fields.field("error").is_some()
+    tracing_subscriber::registry().with(layer.with_filter(filter))
 }
 
 #[cfg(test)]

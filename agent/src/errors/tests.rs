@@ -45,3 +45,34 @@ fn a_foreign_error_that_repeats_its_source_is_not_repeated() {
     let e = Repeats(io::ErrorKind::TimedOut.into());
     assert_eq!(chain(&e), "outer: timed out");
 }
+
+/// STYLE.md habit 6: an instrumented function logs the error it returns at debug; the caller
+/// decides what a person sees (one line per failure). Checked over the whole crate's source.
+#[test]
+fn every_instrumented_error_logs_at_debug() {
+    let mut offenders = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let attr = line.trim_start();
+                if attr.starts_with("#[instrument(")
+                    && attr.contains("err")
+                    && !attr.contains("err(level = \"debug\")")
+                {
+                    offenders.push(format!("{}:{}: {attr}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
