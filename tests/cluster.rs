@@ -10,6 +10,11 @@
 //! does not stop local work, and the status catches up when the server returns. A GPU the node
 //! advertises but NVML does not show keeps the startup taint.
 //!
+//! The fake enforces authentication, RBAC and admission from the rendered Karpenter overlay
+//! (deploy/ as shipped): the agent runs with its service account's token (node-name claim
+//! included) and coldctl with an operator's token, so every call they make is one deploy/
+//! allows.
+//!
 //! They need root and `scripts/test-env.sh`; CI runs them with `--include-ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -79,7 +84,18 @@ impl World {
         hub.set_token(Some("hub-s3cret"));
         let api = FakeApi::start_blocking(coldstart_fakeapi::Options::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        api.kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        api.kubeconfig_with_token(
+            &dir.path().join("kubeconfig"),
+            &common::security::agent_token(NODE),
+        )
+        .unwrap();
+        api.kubeconfig_with_token(
+            &dir.path().join("kubeconfig-operator"),
+            common::security::OPERATOR,
+        )
+        .unwrap();
+        let manifests = common::security::render("deploy/overlays/karpenter");
+        common::security::secure(&api, &manifests, &[NODE]);
         api.create(node()).unwrap();
         api.create(secret("coldstart-system", "hub-s3cret\n"))
             .unwrap();
@@ -155,7 +171,7 @@ impl World {
     fn coldctl(&self, args: &[&str]) -> common::Run {
         let mut cmd = Command::new(common::coldctl_bin());
         cmd.args(args)
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig-operator"))
             .env("COLDSTART_LOG", "warn")
             .env_remove("KUBERNETES_SERVICE_HOST");
         let out = support::run_bounded(&mut cmd, Duration::from_secs(240)).expect("coldctl ran");
@@ -477,6 +493,14 @@ fn the_agent_warms_its_node_and_undoes_it_when_the_model_goes() {
     // The image itself stays: unpinned, it is the kubelet's GC's to collect.
     assert!(common::cri_image_status(w.ctd.socket(), IMAGE).is_some());
     assert_eq!(agent.terminate(), 0);
+    // deploy/ as shipped allowed every call the agent and coldctl made.
+    let refused: Vec<_> = w
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.status, 401 | 403 | 422))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 }
 
 #[test]

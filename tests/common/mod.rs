@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 
 pub mod agent;
+pub mod security;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::Endpoint;

@@ -86,6 +86,48 @@ impl ApiError {
         )
     }
 
+    /// 401 for a request without a known token, as the apiserver answers it.
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".to_string())
+    }
+
+    /// 403 from the authorizer: `nodes "x" is forbidden: User "u" cannot patch resource
+    /// "nodes/status" in API group "" at the cluster scope` (the apiserver's wording).
+    pub(crate) fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let gr = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = if name.is_empty() {
+            format!("{gr} is forbidden: {why}")
+        } else {
+            format!("{gr} \"{name}\" is forbidden: {why}")
+        };
+        let mut e = Self::new(403, "Forbidden", message);
+        e.details = Some(json!({"name": name, "group": group, "kind": resource}));
+        e
+    }
+
+    /// An admission denial: `forbidden`'s message and details with the policy's reason and
+    /// its code (Forbidden 403, Unauthorized 401, RequestEntityTooLarge 413, else 422), and
+    /// the message repeated as a cause.
+    pub(crate) fn denied(group: &str, resource: &str, name: &str, why: &str, reason: &str) -> Self {
+        let mut e = Self::forbidden(group, resource, name, why);
+        let (code, reason) = match reason {
+            "Forbidden" => (403, "Forbidden"),
+            "Unauthorized" => (401, "Unauthorized"),
+            "RequestEntityTooLarge" => (413, "RequestEntityTooLarge"),
+            _ => (422, "Invalid"),
+        };
+        e.code = code;
+        e.reason = reason;
+        if let Some(d) = e.details.as_mut() {
+            d["causes"] = json!([{"message": why}]);
+        }
+        e
+    }
+
     pub(crate) fn gone(message: String) -> Self {
         Self::new(410, "Expired", message)
     }

@@ -46,6 +46,7 @@ impl FakeApi {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(opts.resources, opts.history)),
+            identities: Mutex::new(crate::auth::Identities::default()),
             knobs: Knobs::default(),
             addr,
             bookmark_interval: opts.bookmark_interval,
@@ -84,14 +85,38 @@ impl FakeApi {
     /// Writes a kubeconfig (cluster `fake` at [`FakeApi::url`], a dummy token user, current
     /// context `fake` with namespace `default`) for clients that read `KUBECONFIG`.
     pub fn kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        self.kubeconfig_with_token(path, "fake-token")
+    }
+
+    /// [`FakeApi::kubeconfig`] with the user's bearer token `token` (see [`FakeApi::add_token`]).
+    pub fn kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic()),
+            "a token of printable ASCII characters, without spaces"
+        );
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             users:\n- name: fake\n  user:\n    token: fake-token\n\
+             users:\n- name: fake\n  user:\n    token: {token:?}\n\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
              current-context: fake\npreferences: {{}}\n",
             self.url()
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    // ---- security ----
+
+    /// Maps a bearer token to a user (effective once [`FakeApi::enforce_security`] is on).
+    pub fn add_token(&self, token: &str, user: crate::UserInfo) {
+        self.shared.lock_identities().add(token, user);
+    }
+
+    /// From now on every request needs a token given to [`FakeApi::add_token`] (else 401),
+    /// is authorized by the stored RBAC objects (else 403) and, when it writes, admitted by
+    /// the stored ValidatingAdmissionPolicies. Off by default: then anything goes, as before.
+    /// The handle's own methods (`create`, `modify`, ...) are never checked.
+    pub fn enforce_security(&self) {
+        self.shared.lock_identities().enforcing = true;
     }
 
     // ---- objects ----
@@ -132,6 +157,25 @@ impl FakeApi {
             }
             _ => Ok(created),
         }
+    }
+
+    /// Creates every object of a multi-document YAML stream (e.g. `kubectl kustomize deploy`'s
+    /// output) whose kind the fake serves, and skips the others; returns how many it created.
+    pub fn load_manifests(&self, yaml: &str) -> anyhow::Result<usize> {
+        use serde::Deserialize as _;
+        let mut created = 0;
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let obj = Value::deserialize(doc).context("parsing a YAML document")?;
+            if obj.is_null() {
+                continue;
+            }
+            let served = self.shared.lock_store().type_of(&obj).is_some();
+            if served {
+                self.create(obj)?;
+                created += 1;
+            }
+        }
+        Ok(created)
     }
 
     /// An object by resource (`plural` or `plural.group`), namespace ("" for cluster-scoped)

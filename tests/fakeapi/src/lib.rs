@@ -11,11 +11,16 @@
 //! history compaction (410 Gone for old watches) and a request log are on the cloneable
 //! [`FakeApi`] handle. [`FakeApi::kubeconfig`] writes a kubeconfig for the real binaries.
 
+mod admission;
+mod auth;
+mod cel;
 mod discovery;
 mod error;
 mod faults;
+mod gate;
 mod handle;
 mod merge;
+mod rbac;
 mod registry;
 mod routes;
 mod selector;
@@ -30,9 +35,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{NODE_NAME_CLAIM, UserInfo};
 pub use faults::{Outage, RequestRecord};
 pub use registry::{ResourceType, StatusMode, default_resources};
 
+use auth::Identities;
 use faults::Knobs;
 use store::Store;
 
@@ -63,6 +70,7 @@ impl Default for Options {
 /// State shared by the handlers and the handle.
 pub(crate) struct Shared {
     store: Mutex<Store>,
+    identities: Mutex<Identities>,
     pub(crate) knobs: Knobs,
     pub(crate) addr: SocketAddr,
     pub(crate) bookmark_interval: Duration,
@@ -71,6 +79,22 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn lock_store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_identities(&self) -> MutexGuard<'_, Identities> {
+        self.identities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The request's user when security is enforced (None when it is not), or the 401.
+    pub(crate) fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<auth::UserInfo>, error::ApiError> {
+        let ids = self.lock_identities();
+        if !ids.enforcing {
+            return Ok(None);
+        }
+        ids.authenticate(headers).map(Some)
     }
 }
 

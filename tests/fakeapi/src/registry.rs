@@ -88,7 +88,10 @@ impl ResourceType {
     }
 }
 
-/// The resources the agent and `coldctl` use.
+const RBAC: &str = "rbac.authorization.k8s.io";
+const ADMISSION: &str = "admissionregistration.k8s.io";
+
+/// The resources the agent and `coldctl` use, and the RBAC and admission objects.
 pub fn default_resources() -> Vec<ResourceType> {
     vec![
         ResourceType::cluster("", "v1", "nodes", "Node").with_status(true),
@@ -100,5 +103,23 @@ pub fn default_resources() -> Vec<ResourceType> {
             .with_status(false),
         // Karpenter's, for the agent's `--deadline-action replace`.
         ResourceType::cluster("karpenter.sh", "v1", "nodeclaims", "NodeClaim"),
+        // What the fake enforces once security is on (`FakeApi::enforce_security`).
+        ResourceType::namespaced(RBAC, "v1", "roles", "Role"),
+        ResourceType::namespaced(RBAC, "v1", "rolebindings", "RoleBinding"),
+        ResourceType::cluster(RBAC, "v1", "clusterroles", "ClusterRole"),
+        ResourceType::cluster(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding"),
+        ResourceType::cluster(
+            ADMISSION,
+            "v1",
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+        )
+        .with_status(false),
+        ResourceType::cluster(
+            ADMISSION,
+            "v1",
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+        ),
     ]
 }

@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::auth::UserInfo;
 use crate::error::ApiError;
 use crate::faults::RequestRecord;
+use crate::gate::Gate;
 use crate::merge::{self, Mode};
 use crate::selector::Selector;
 use crate::store::Part;
@@ -113,9 +115,17 @@ async fn handle(
         field_manager: q.get("fieldManager").cloned(),
         status: 0,
     };
+    let user = if shared.knobs.is_503() {
+        Ok(None)
+    } else {
+        shared.authenticate(&headers)
+    };
     let resp = if shared.knobs.is_503() {
         ApiError::unavailable().into_response()
+    } else if let Err(e) = &user {
+        e.clone().into_response()
     } else {
+        let user = user.ok().flatten();
         let doc = {
             let store = shared.lock_store();
             crate::discovery::document(path, &store.types, &shared.addr.to_string())
@@ -126,7 +136,16 @@ async fn handle(
                 json_response(StatusCode::OK, &doc)
             }
             None => match parse_path(&shared, path) {
-                Ok(t) => serve(&shared, &method, t, &q, &headers, body, &mut rec),
+                Ok(t) => serve(
+                    &shared,
+                    user.as_ref(),
+                    &method,
+                    t,
+                    &q,
+                    &headers,
+                    body,
+                    &mut rec,
+                ),
                 Err(e) => e.into_response(),
             },
         }
@@ -136,8 +155,10 @@ async fn handle(
     resp
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     shared: &Arc<Shared>,
+    user: Option<&UserInfo>,
     method: &Method,
     t: Target,
     q: &HashMap<String, String>,
@@ -172,6 +193,17 @@ fn serve(
         _ => return ApiError::method_not_allowed(method.as_str()).into_response(),
     }
     .into();
+    let sub = if t.status { "status" } else { "" };
+    let gate = Gate {
+        user,
+        ty: &rt,
+        subresource: sub,
+        namespace: &ns,
+    };
+    let name = t.name.as_deref().unwrap_or("");
+    if let Err(e) = gate.authorize(shared, &rec.verb, name) {
+        return e.into_response();
+    }
     let is_write = !matches!(rec.verb.as_str(), "get" | "list" | "watch");
     if is_write && shared.knobs.take_conflict(&names) {
         let name = t.name.as_deref().unwrap_or("");
@@ -233,13 +265,19 @@ fn serve(
         }
         "create" => parse_body().and_then(|b| {
             let mut store = shared.lock_store();
-            store.create(t.ty, &ns, b).map(|o| (StatusCode::CREATED, o))
+            let check =
+                |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "CREATE", old, new);
+            store
+                .create_checked(t.ty, &ns, b, &check)
+                .map(|o| (StatusCode::CREATED, o))
         }),
         "update" => parse_body().and_then(|b| {
             let mut store = shared.lock_store();
             let name = t.name.as_deref().unwrap_or("");
+            let check =
+                |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "UPDATE", old, new);
             store
-                .update(t.ty, &ns, name, b, part)
+                .update_checked(t.ty, &ns, name, b, part, &check)
                 .map(|o| (StatusCode::OK, o))
         }),
         "patch" => {
@@ -254,12 +292,14 @@ fn serve(
                 .to_string();
             rec.patch_type = Some(ct.clone());
             let name = t.name.as_deref().unwrap_or("");
-            patch(shared, t.ty, &ns, name, part, &ct, &body, q)
+            patch(shared, &gate, t.ty, &ns, name, part, &ct, &body, q)
         }
         _ => {
             let mut store = shared.lock_store();
             let name = t.name.as_deref().unwrap_or("");
-            store.delete(t.ty, &ns, name).map(|o| {
+            let check =
+                |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "DELETE", old, new);
+            store.delete_checked(t.ty, &ns, name, &check).map(|o| {
                 let details = json!({"name": name, "group": rt.group, "kind": rt.plural,
                     "uid": o["metadata"]["uid"]});
                 let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -277,6 +317,7 @@ fn serve(
 #[allow(clippy::too_many_arguments)]
 fn patch(
     shared: &Shared,
+    gate: &Gate<'_>,
     ty: usize,
     ns: &str,
     name: &str,
@@ -326,17 +367,25 @@ fn patch(
                 )));
             }
             if doc.is_null() {
+                // An apply that creates needs `create` too, and is admitted as a CREATE.
+                drop(store);
+                gate.authorize(shared, "create", name)?;
+                let mut store = shared.lock_store();
+                let check = |s: &_, old: Option<&Value>, new: Option<&Value>| {
+                    gate.admit(s, "CREATE", old, new)
+                };
                 let mut fresh = json!({"metadata": {"name": name}});
                 merge::merge(&mut fresh, &p, &store.list_keys, Mode::Apply);
                 return store
-                    .create(ty, ns, fresh)
+                    .create_checked(ty, ns, fresh, &check)
                     .map(|o| (StatusCode::CREATED, o));
             }
             merge::merge(&mut doc, &p, &store.list_keys, Mode::Apply);
         }
         other => return Err(ApiError::unsupported_media(other)),
     }
+    let check = |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "UPDATE", old, new);
     store
-        .update(ty, ns, name, doc, part)
+        .update_checked(ty, ns, name, doc, part, &check)
         .map(|o| (StatusCode::OK, o))
 }

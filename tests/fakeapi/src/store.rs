@@ -11,6 +11,16 @@ use crate::merge::{self, ListKeys};
 use crate::registry::{ResourceType, StatusMode};
 use crate::selector::Selector;
 
+/// Admission for a write: the store, the stored object (None on create) and the object the
+/// write would store (None on delete); an error refuses the write.
+pub(crate) type Check<'a> =
+    &'a dyn Fn(&Store, Option<&Value>, Option<&Value>) -> Result<(), ApiError>;
+
+/// A [`Check`] that admits everything (the handle's direct changes).
+pub(crate) fn admit_all(_: &Store, _: Option<&Value>, _: Option<&Value>) -> Result<(), ApiError> {
+    Ok(())
+}
+
 /// `(type index, namespace or "", name)`.
 pub(crate) type Key = (usize, String, String);
 
@@ -172,11 +182,17 @@ impl Store {
     }
 
     /// Creates `obj` in `ns` ("" for cluster-scoped types).
-    pub(crate) fn create(
+    pub(crate) fn create(&mut self, ty: usize, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        self.create_checked(ty, ns, obj, &admit_all)
+    }
+
+    /// [`Store::create`], admitted by `check` first.
+    pub(crate) fn create_checked(
         &mut self,
         ty: usize,
         ns: &str,
         mut obj: Value,
+        check: Check<'_>,
     ) -> Result<Value, ApiError> {
         let t = self.types[ty].clone();
         if !obj.is_object() {
@@ -217,6 +233,7 @@ impl Store {
         {
             m.remove("status");
         }
+        check(self, None, Some(&obj))?;
         let rv = self.bump();
         let uid = self.next_uid;
         self.next_uid += 1;
@@ -254,6 +271,20 @@ impl Store {
         name: &str,
         new: Value,
         part: Part,
+    ) -> Result<Value, ApiError> {
+        self.update_checked(ty, ns, name, new, part, &admit_all)
+    }
+
+    /// [`Store::update`], admitted by `check` (even when nothing changes, as the apiserver
+    /// admits a no-op write).
+    pub(crate) fn update_checked(
+        &mut self,
+        ty: usize,
+        ns: &str,
+        name: &str,
+        new: Value,
+        part: Part,
+        check: Check<'_>,
     ) -> Result<Value, ApiError> {
         let t = self.types[ty].clone();
         let key = (ty, ns.to_string(), name.to_string());
@@ -326,6 +357,7 @@ impl Store {
                 }
             }
         }
+        check(self, Some(&old), Some(&result))?;
         if result == old {
             return Ok(old);
         }
@@ -348,7 +380,23 @@ impl Store {
 
     /// Deletes an object; answers its last state at the deletion's version.
     pub(crate) fn delete(&mut self, ty: usize, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.delete_checked(ty, ns, name, &admit_all)
+    }
+
+    /// [`Store::delete`], admitted by `check` first.
+    pub(crate) fn delete_checked(
+        &mut self,
+        ty: usize,
+        ns: &str,
+        name: &str,
+        check: Check<'_>,
+    ) -> Result<Value, ApiError> {
         let key = (ty, ns.to_string(), name.to_string());
+        let stored = self
+            .objects
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&self.types[ty], name))?;
+        check(self, Some(stored), None)?;
         let mut obj = self
             .objects
             .remove(&key)
