@@ -53,7 +53,7 @@ for tool in ldd python3 "${STRIP:-strip}"; do
   command -v "$tool" >/dev/null || die "$tool missing (binutils, libc-bin, python3)"
 done
 for bin in coldstart-agent coldctl; do
-  [ -x "$bin_dir/$bin" ] || die "$bin_dir/$bin missing: cargo build --release --bins first"
+  [ -x "$bin_dir/$bin" ] || die "$bin_dir/$bin missing: cargo build --release -p coldstart-agent -p coldctl first"
 done
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || die "$ca missing: install ca-certificates"
