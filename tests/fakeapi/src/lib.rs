@@ -25,6 +25,8 @@ mod registry;
 mod routes;
 mod selector;
 mod server;
+#[allow(dead_code)] // wired into merging and field ownership by the next commits
+mod shape;
 mod store;
 mod time;
 mod watch;
