@@ -49,6 +49,13 @@ impl ApiError {
         Self::new(409, "Conflict", m).about(t, name)
     }
 
+    /// A server-side apply conflict: 409 with one `FieldManagerConflict` cause per field.
+    pub(crate) fn apply_conflict(message: String, causes: Vec<Value>) -> Self {
+        let mut e = Self::new(409, "Conflict", message);
+        e.details = Some(json!({"causes": causes}));
+        e
+    }
+
     pub(crate) fn invalid(message: String) -> Self {
         Self::new(422, "Invalid", message)
     }

@@ -4,8 +4,9 @@
 //! namespace and name, with one global resourceVersion, and serves them on loopback plain
 //! HTTP the way kube-rs and kubectl expect: discovery, get, list and watch with label and
 //! field selectors, create, replace with resourceVersion preconditions, JSON patch, merge
-//! patch, a simplified strategic merge patch, server-side apply (merging by key, without
-//! field-manager bookkeeping), delete, and `status` subresources. Errors are `Status` objects.
+//! patch, a simplified strategic merge patch, server-side apply with field managers in
+//! `metadata.managedFields` (conflicts, `force`, removal of fields a manager stops applying;
+//! see `managed.rs`), delete, and `status` subresources. Errors are `Status` objects.
 //!
 //! Fault knobs (outages, injected conflicts), direct object changes "as another manager",
 //! history compaction (410 Gone for old watches) and a request log are on the cloneable
@@ -17,15 +18,16 @@ mod cel;
 mod discovery;
 mod error;
 mod faults;
+mod fieldset;
 mod gate;
 mod handle;
+mod managed;
 mod merge;
 mod rbac;
 mod registry;
 mod routes;
 mod selector;
 mod server;
-#[allow(dead_code)] // wired into merging and field ownership by the next commits
 mod shape;
 mod store;
 mod time;

@@ -1,23 +1,24 @@
 //! Merge patch (RFC 7386), a simplified strategic merge patch and server-side apply merging.
 //!
-//! Strategic merge and apply share one rule set: maps merge recursively, `null` removes a key,
-//! lists whose field name has merge keys (by default `conditions` and `addresses` by `type`;
-//! `containers`, `initContainers`, `env`, `volumes`, `volumeMounts` by `name`;
-//! `ownerReferences` by `uid`) merge item by item, and every other list is replaced whole. The
-//! real server reads this from the type's schema per path; we match on the field name only.
-//! `spec.taints` of a Node is atomic on the real server (no patch strategy, `listType=atomic`),
-//! so it is replaced here too. Strategic merge also honours `$patch: delete` in list items and
-//! drops other `$` directives. Apply keeps no field-manager bookkeeping: it never removes a
-//! field that a manager stopped sending, and never reports conflicts between managers.
+//! Strategic merge and apply share one rule set, driven by the type's [`Shapes`] (the CRD's
+//! schema, or the table of built-in list types in `shape.rs`): maps merge recursively unless
+//! atomic, `null` removes a key, list-maps merge item by item by their keys, sets merge by
+//! value, and every other list is replaced whole. Types with neither a schema nor a table row
+//! fall back to merge keys by field name ([`default_list_keys`], `FakeApi::merge_list_by`).
+//! Strategic merge also honours `$patch: delete` in list items and drops other `$` directives.
+//! Field ownership (what apply removes, conflicts) is `managed.rs`'s.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use crate::fieldset::Shapes;
+use crate::shape::Shape;
+
 /// Merge keys per list field name.
 pub(crate) type ListKeys = HashMap<String, Vec<String>>;
 
-/// The default merge keys.
+/// The default merge keys by field name, for types without a schema.
 pub(crate) fn default_list_keys() -> ListKeys {
     let mut m = ListKeys::new();
     for f in ["conditions", "addresses"] {
@@ -32,7 +33,6 @@ pub(crate) fn default_list_keys() -> ListKeys {
     ] {
         m.insert(f.to_string(), vec!["name".to_string()]);
     }
-    m.insert("ownerReferences".to_string(), vec!["uid".to_string()]);
     m
 }
 
@@ -46,11 +46,26 @@ pub(crate) enum Mode {
 }
 
 /// Merges `patch` into `doc` by the strategic/apply rules.
-pub(crate) fn merge(doc: &mut Value, patch: &Value, keys: &ListKeys, mode: Mode) {
+pub(crate) fn merge(doc: &mut Value, patch: &Value, shapes: &dyn Shapes, mode: Mode) {
+    merge_at(doc, patch, shapes, mode, &mut Vec::new());
+}
+
+fn merge_at(
+    doc: &mut Value,
+    patch: &Value,
+    shapes: &dyn Shapes,
+    mode: Mode,
+    path: &mut Vec<String>,
+) {
     let Value::Object(p) = patch else {
         *doc = patch.clone();
         return;
     };
+    let names: Vec<&str> = path.iter().map(String::as_str).collect();
+    if !path.is_empty() && shapes.shape(&names) == Some(Shape::AtomicMap) {
+        *doc = patch.clone();
+        return;
+    }
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
     }
@@ -59,31 +74,48 @@ pub(crate) fn merge(doc: &mut Value, patch: &Value, keys: &ListKeys, mode: Mode)
         if k.starts_with('$') {
             continue;
         }
+        path.push(k.clone());
         match v {
             Value::Null => {
                 d.remove(k);
             }
-            Value::Array(items) => match (keys.get(k), d.get_mut(k)) {
-                (Some(mk), Some(Value::Array(cur))) => merge_list(cur, items, mk, keys, mode),
-                _ => {
-                    let mut fresh = Vec::new();
-                    match keys.get(k) {
-                        Some(mk) => merge_list(&mut fresh, items, mk, keys, mode),
-                        None => fresh = items.clone(),
+            Value::Array(items) => {
+                let names: Vec<&str> = path.iter().map(String::as_str).collect();
+                let shape = shapes.shape(&names);
+                let cur = match d.get_mut(k) {
+                    Some(Value::Array(cur)) => cur,
+                    _ => {
+                        d.insert(k.clone(), Value::Array(Vec::new()));
+                        match d.get_mut(k) {
+                            Some(Value::Array(cur)) => cur,
+                            _ => unreachable!("just inserted an array"),
+                        }
                     }
-                    d.insert(k.clone(), Value::Array(fresh));
+                };
+                match shape {
+                    Some(Shape::MapList(mk)) => merge_list(cur, items, &mk, shapes, mode, path),
+                    Some(Shape::SetList) => {
+                        for item in items {
+                            if !cur.contains(item) {
+                                cur.push(item.clone());
+                            }
+                        }
+                    }
+                    _ => *cur = items.clone(),
                 }
-            },
-            Value::Object(_) => merge(
+            }
+            Value::Object(_) => merge_at(
                 d.entry(k.clone()).or_insert(Value::Object(Map::new())),
                 v,
-                keys,
+                shapes,
                 mode,
+                path,
             ),
             other => {
                 d.insert(k.clone(), other.clone());
             }
         }
+        path.pop();
     }
 }
 
@@ -91,7 +123,14 @@ fn key_of<'a>(item: &'a Value, mk: &[String]) -> Option<Vec<&'a Value>> {
     mk.iter().map(|k| item.get(k)).collect()
 }
 
-fn merge_list(cur: &mut Vec<Value>, items: &[Value], mk: &[String], keys: &ListKeys, mode: Mode) {
+fn merge_list(
+    cur: &mut Vec<Value>,
+    items: &[Value],
+    mk: &[String],
+    shapes: &dyn Shapes,
+    mode: Mode,
+    path: &mut Vec<String>,
+) {
     for item in items {
         let delete =
             mode == Mode::Strategic && item.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -109,10 +148,10 @@ fn merge_list(cur: &mut Vec<Value>, items: &[Value], mk: &[String], keys: &ListK
                 cur.remove(i);
             }
             (None, true) => {}
-            (Some(i), false) => merge(&mut cur[i], item, keys, mode),
+            (Some(i), false) => merge_at(&mut cur[i], item, shapes, mode, path),
             (None, false) => {
                 let mut fresh = Value::Object(Map::new());
-                merge(&mut fresh, item, keys, mode);
+                merge_at(&mut fresh, item, shapes, mode, path);
                 cur.push(fresh);
             }
         }
@@ -126,7 +165,7 @@ mod tests {
 
     #[test]
     fn conditions_merge_by_type_and_taints_replace() {
-        let keys = default_list_keys();
+        let keys = crate::shape::TypeShapes::test("Node");
         let mut doc = json!({
             "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]},
             "status": {"conditions": [
@@ -155,7 +194,7 @@ mod tests {
 
     #[test]
     fn strategic_delete_directive_and_null() {
-        let keys = default_list_keys();
+        let keys = crate::shape::TypeShapes::test("Node");
         let mut doc = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
             "status": {"conditions": [{"type": "A"}, {"type": "B"}]}});
         let patch = json!({"metadata": {"labels": {"a": null}},

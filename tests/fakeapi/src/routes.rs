@@ -17,6 +17,7 @@ use crate::auth::UserInfo;
 use crate::error::ApiError;
 use crate::faults::RequestRecord;
 use crate::gate::Gate;
+use crate::managed::{self, Owner};
 use crate::merge::{self, Mode};
 use crate::selector::Selector;
 use crate::store::Part;
@@ -94,6 +95,21 @@ fn parse_path(shared: &Shared, path: &str) -> Result<Target, ApiError> {
 
 fn flag(q: &HashMap<String, String>, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+/// The manager of a write: `fieldManager`, else the User-Agent up to its first `/` (as the
+/// real server derives it), at most 128 characters.
+fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    let m = match q.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.clone(),
+        None => headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    m.chars().take(128).collect()
 }
 
 async fn handle(
@@ -210,6 +226,10 @@ fn serve(
         return ApiError::conflict(&rt, name).into_response();
     }
     let part = if t.status { Part::Status } else { Part::Main };
+    let owner = Owner::Update {
+        manager: field_manager(q, headers),
+        subresource: sub.to_string(),
+    };
     let body_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -268,7 +288,7 @@ fn serve(
             let check =
                 |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "CREATE", old, new);
             store
-                .create_checked(t.ty, &ns, b, &check)
+                .create_checked(t.ty, &ns, b, &owner, &check)
                 .map(|o| (StatusCode::CREATED, o))
         }),
         "update" => parse_body().and_then(|b| {
@@ -277,7 +297,7 @@ fn serve(
             let check =
                 |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "UPDATE", old, new);
             store
-                .update_checked(t.ty, &ns, name, b, part, &check)
+                .update_checked(t.ty, &ns, name, b, part, &owner, &check)
                 .map(|o| (StatusCode::OK, o))
         }),
         "patch" => {
@@ -292,7 +312,14 @@ fn serve(
                 .to_string();
             rec.patch_type = Some(ct.clone());
             let name = t.name.as_deref().unwrap_or("");
-            patch(shared, &gate, t.ty, &ns, name, part, &ct, &body, q)
+            let w = Write {
+                ty: t.ty,
+                ns: &ns,
+                name,
+                part,
+                owner,
+            };
+            patch(shared, &gate, w, &ct, &body, q)
         }
         _ => {
             let mut store = shared.lock_store();
@@ -314,18 +341,30 @@ fn serve(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The object a patch writes, and by whom.
+struct Write<'a> {
+    ty: usize,
+    ns: &'a str,
+    name: &'a str,
+    part: Part,
+    owner: Owner,
+}
+
 fn patch(
     shared: &Shared,
     gate: &Gate<'_>,
-    ty: usize,
-    ns: &str,
-    name: &str,
-    part: Part,
+    w: Write<'_>,
     content_type: &str,
     body: &[u8],
     q: &HashMap<String, String>,
 ) -> Result<(StatusCode, Value), ApiError> {
+    let Write {
+        ty,
+        ns,
+        name,
+        part,
+        mut owner,
+    } = w;
     let bad =
         |e: &dyn std::fmt::Display| ApiError::bad_request(format!("error decoding patch: {e}"));
     let mut store = shared.lock_store();
@@ -348,7 +387,7 @@ fn patch(
         }
         "application/strategic-merge-patch+json" if builtin => {
             let p: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
-            merge::merge(&mut doc, &p, &store.list_keys, Mode::Strategic);
+            merge::merge(&mut doc, &p, &store.shapes(ty), Mode::Strategic);
         }
         "application/apply-patch+yaml" => {
             if q.get("fieldManager").is_none_or(String::is_empty) {
@@ -366,6 +405,24 @@ fn patch(
                     t.kind
                 )));
             }
+            let manager = q.get("fieldManager").cloned().unwrap_or_default();
+            let has_status = t.has_status();
+            let keeps = move |p: &crate::fieldset::FieldPath| {
+                let status = p.first().is_some_and(|f| f == "f:status");
+                match part {
+                    Part::Status => status,
+                    _ => !(has_status && status),
+                }
+            };
+            let sub = if part == Part::Status { "status" } else { "" };
+            let api_version = t.api_version();
+            let req = managed::Apply {
+                manager: &manager,
+                subresource: sub,
+                force: flag(q, "force"),
+                api_version: &api_version,
+                keeps: &keeps,
+            };
             if doc.is_null() {
                 // An apply that creates needs `create` too, and is admitted as a CREATE.
                 drop(store);
@@ -374,18 +431,19 @@ fn patch(
                 let check = |s: &_, old: Option<&Value>, new: Option<&Value>| {
                     gate.admit(s, "CREATE", old, new)
                 };
-                let mut fresh = json!({"metadata": {"name": name}});
-                merge::merge(&mut fresh, &p, &store.list_keys, Mode::Apply);
+                let live = json!({"metadata": {"name": name}});
+                let fresh = managed::apply(&live, &p, &req, &store.shapes(ty))?;
                 return store
-                    .create_checked(ty, ns, fresh, &check)
+                    .create_checked(ty, ns, fresh, &Owner::Applied, &check)
                     .map(|o| (StatusCode::CREATED, o));
             }
-            merge::merge(&mut doc, &p, &store.list_keys, Mode::Apply);
+            doc = managed::apply(&doc, &p, &req, &store.shapes(ty))?;
+            owner = Owner::Applied;
         }
         other => return Err(ApiError::unsupported_media(other)),
     }
     let check = |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "UPDATE", old, new);
     store
-        .update_checked(ty, ns, name, doc, part, &check)
+        .update_checked(ty, ns, name, doc, part, &owner, &check)
         .map(|o| (StatusCode::OK, o))
 }

@@ -9,6 +9,9 @@
 //! `apimachinery/pkg/apis/meta/v1/types.go`: `ObjectMeta.OwnerReferences`, `.Finalizers`).
 //! A list the table does not name is atomic, as a list without a marker is on the real server.
 
+use crate::fieldset::Shapes;
+use crate::merge::ListKeys;
+
 /// The merge behaviour of one list or map in an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -18,10 +21,9 @@ pub(crate) enum Shape {
     SetList,
     /// Items merged by the values of these keys, each owned on its own (`k:{...}`).
     MapList(Vec<String>),
-    /// A map (a struct) replaced and owned whole (`x-kubernetes-map-type: atomic`).
+    /// A map (a struct) replaced and owned whole (`x-kubernetes-map-type: atomic`); other
+    /// maps merge field by field.
     AtomicMap,
-    /// A map merged field by field (the default for maps).
-    GranularMap,
 }
 
 /// The shape of the list or map at `path` (field names from the object's root; a list item
@@ -38,6 +40,38 @@ pub(crate) fn builtin(kind: &str, path: &[&str]) -> Option<Shape> {
         ("Node", ["status", "addresses"]) => map_by("type"),
         ("Event", ["involvedObject"] | ["regarding"] | ["related"]) => Some(Shape::AtomicMap),
         _ => None,
+    }
+}
+
+/// The shapes of one served type: its CRD schema when it has one, else the built-in table,
+/// else merge keys by field name (`FakeApi::merge_list_by`, for schema-less test types).
+pub(crate) struct TypeShapes<'a> {
+    /// The type's kind.
+    pub(crate) kind: &'a str,
+    /// Merge keys by list field name.
+    pub(crate) by_name: &'a ListKeys,
+}
+
+impl TypeShapes<'static> {
+    /// Shapes of `kind` with the default merge keys (unit tests).
+    #[cfg(test)]
+    pub(crate) fn test(kind: &'static str) -> TypeShapes<'static> {
+        static KEYS: std::sync::LazyLock<ListKeys> =
+            std::sync::LazyLock::new(crate::merge::default_list_keys);
+        TypeShapes {
+            kind,
+            by_name: &KEYS,
+        }
+    }
+}
+
+impl Shapes for TypeShapes<'_> {
+    fn shape(&self, path: &[&str]) -> Option<Shape> {
+        if let Some(s) = builtin(self.kind, path) {
+            return Some(s);
+        }
+        let last = path.last()?;
+        self.by_name.get(*last).map(|k| Shape::MapList(k.clone()))
     }
 }
 

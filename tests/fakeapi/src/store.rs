@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::managed::{self, Owner};
 use crate::merge::{self, ListKeys};
 use crate::registry::{ResourceType, StatusMode};
 use crate::selector::Selector;
@@ -141,6 +142,14 @@ impl Store {
             .position(|t| t.api_version() == av && t.kind == kind)
     }
 
+    /// The merge and ownership shapes of `ty`.
+    pub(crate) fn shapes(&self, ty: usize) -> crate::shape::TypeShapes<'_> {
+        crate::shape::TypeShapes {
+            kind: &self.types[ty].kind,
+            by_name: &self.list_keys,
+        }
+    }
+
     pub(crate) fn get(&self, ty: usize, ns: &str, name: &str) -> Result<Value, ApiError> {
         self.objects
             .get(&(ty, ns.to_string(), name.to_string()))
@@ -183,15 +192,16 @@ impl Store {
 
     /// Creates `obj` in `ns` ("" for cluster-scoped types).
     pub(crate) fn create(&mut self, ty: usize, ns: &str, obj: Value) -> Result<Value, ApiError> {
-        self.create_checked(ty, ns, obj, &admit_all)
+        self.create_checked(ty, ns, obj, &Owner::Untracked, &admit_all)
     }
 
-    /// [`Store::create`], admitted by `check` first.
+    /// [`Store::create`] by `owner`, admitted by `check` first.
     pub(crate) fn create_checked(
         &mut self,
         ty: usize,
         ns: &str,
         mut obj: Value,
+        owner: &Owner,
         check: Check<'_>,
     ) -> Result<Value, ApiError> {
         let t = self.types[ty].clone();
@@ -233,6 +243,24 @@ impl Store {
         {
             m.remove("status");
         }
+        if let Owner::Update {
+            manager,
+            subresource,
+        } = owner
+        {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            let shapes = self.shapes(ty);
+            managed::track_update(
+                None,
+                &mut obj,
+                manager,
+                subresource,
+                &t.api_version(),
+                &shapes,
+            );
+        }
         check(self, None, Some(&obj))?;
         let rv = self.bump();
         let uid = self.next_uid;
@@ -272,11 +300,12 @@ impl Store {
         new: Value,
         part: Part,
     ) -> Result<Value, ApiError> {
-        self.update_checked(ty, ns, name, new, part, &admit_all)
+        self.update_checked(ty, ns, name, new, part, &Owner::Untracked, &admit_all)
     }
 
-    /// [`Store::update`], admitted by `check` (even when nothing changes, as the apiserver
-    /// admits a no-op write).
+    /// [`Store::update`] by `owner`, admitted by `check` (even when nothing changes, as the
+    /// apiserver admits a no-op write).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn update_checked(
         &mut self,
         ty: usize,
@@ -284,6 +313,7 @@ impl Store {
         name: &str,
         new: Value,
         part: Part,
+        owner: &Owner,
         check: Check<'_>,
     ) -> Result<Value, ApiError> {
         let t = self.types[ty].clone();
@@ -356,6 +386,29 @@ impl Store {
                     }
                 }
             }
+        }
+        if let Owner::Update {
+            manager,
+            subresource,
+        } = owner
+        {
+            match old["metadata"].get("managedFields") {
+                Some(v) => result["metadata"]["managedFields"] = v.clone(),
+                None => {
+                    if let Some(m) = result["metadata"].as_object_mut() {
+                        m.remove("managedFields");
+                    }
+                }
+            }
+            let shapes = self.shapes(ty);
+            managed::track_update(
+                Some(&old),
+                &mut result,
+                manager,
+                subresource,
+                &t.api_version(),
+                &shapes,
+            );
         }
         check(self, Some(&old), Some(&result))?;
         if result == old {

@@ -341,16 +341,14 @@ async fn dynamic_coldmodel_crud_and_apply() {
         .await
         .unwrap();
     assert_eq!(created.data["spec"]["repo"], "org/model");
+    // The manager's apply that omits `repo` (which it owned alone) removes it.
     let patch = json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdModel",
         "spec": {"revision": "abc"}});
     let applied = models
         .patch("org--model", &pp, &Patch::Apply(&patch))
         .await
         .unwrap();
-    assert_eq!(
-        applied.data["spec"],
-        json!({"repo": "org/model", "revision": "abc"})
-    );
+    assert_eq!(applied.data["spec"], json!({"revision": "abc"}));
     assert_eq!(applied.metadata.generation, Some(2));
     assert_eq!(
         models
