@@ -11,6 +11,8 @@ mod common;
 mod kinds;
 #[path = "coldctl/node.rs"]
 mod node;
+#[path = "coldctl/owners.rs"]
+mod owners;
 mod support;
 
 use std::path::PathBuf;
@@ -45,10 +47,17 @@ fn cluster() -> Cluster {
 }
 
 impl Cluster {
-    /// Runs `coldctl ARGS` against this cluster, bounded.
+    /// Runs `coldctl ARGS` against this cluster as the login `alice`, bounded.
     fn ctl(&self, args: &[&str]) -> common::Run {
+        self.ctl_as("alice", args)
+    }
+
+    /// Runs `coldctl ARGS` against this cluster as the login `user`, bounded.
+    fn ctl_as(&self, user: &str, args: &[&str]) -> common::Run {
         let mut cmd = Command::new(common::coldctl_bin());
         cmd.args(args)
+            .env("USER", user)
+            .env_remove("LOGNAME")
             .env("KUBECONFIG", &self.kubeconfig)
             .env("COLDSTART_LOG", "warn")
             .env_remove("COLDSTART_PULL_SECRET");
@@ -162,15 +171,15 @@ fn warm_creates_the_coldmodel_then_updates_it() {
         .filter(|r| r.verb == "patch" && r.resource == "coldmodels")
         .collect();
     assert_eq!(applies.len(), 1, "{applies:?}");
-    assert_eq!(applies[0].field_manager.as_deref(), Some("coldctl"));
+    assert_eq!(applies[0].field_manager.as_deref(), Some("coldctl-alice"));
     assert_eq!(
         applies[0].patch_type.as_deref(),
         Some("application/apply-patch+yaml")
     );
 
-    // Again, by name: what is given changes, the rest stays.
-    // (The fake merges applies without field-manager bookkeeping, so a field coldctl stops
-    // sending would linger here; a real API server drops it. Hence a same-shaped selector.)
+    // Again, by name: what is given changes (a merge patch of those fields only), the rest
+    // stays; the selector is replaced whole, not merged with the old one.
+    c.api.clear_requests();
     let run = c.ctl(&[
         "warm",
         NAME,
@@ -181,6 +190,14 @@ fn warm_creates_the_coldmodel_then_updates_it() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("configured"), "{run:?}");
+    let patches: Vec<_> = c
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "patch" && r.resource == "coldmodels")
+        .map(|r| r.patch_type.unwrap_or_default())
+        .collect();
+    assert_eq!(patches, ["application/merge-patch+json"]);
     // The same again changes nothing and says so, as kubectl does.
     let run = c.ctl(&["warm", NAME, "--revision", "v2", "-o", "json"]);
     assert_eq!(

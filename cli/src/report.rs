@@ -220,6 +220,12 @@ pub fn kind(err: &anyhow::Error) -> String {
     if err.downcast_ref::<NotFound>().is_some() {
         return "not_found".into();
     }
+    if err
+        .downcast_ref::<crate::commands::warm::Conflict>()
+        .is_some()
+    {
+        return "conflict".into();
+    }
     if let Some(e) = err.downcast_ref::<ConnectError>() {
         return e.kind().into();
     }

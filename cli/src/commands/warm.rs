@@ -6,6 +6,7 @@
 //! models file (see [`node`]).
 
 mod cluster;
+pub use cluster::Conflict;
 mod here;
 mod image;
 mod model;
@@ -70,6 +71,14 @@ pub struct Args {
     /// Cluster: secret (in the agent's namespace) holding the Hub token; KEY defaults to `token`.
     #[arg(long, value_name = "NAME[:KEY]", help_heading = CLUSTER)]
     pub token_secret: Option<String>,
+    /// Cluster: the field manager the ColdModel's fields are recorded under
+    /// [default: `coldctl-<login>`].
+    #[arg(long, value_name = "NAME", help_heading = CLUSTER)]
+    pub field_manager: Option<String>,
+    /// Cluster: change fields another manager (a GitOps controller, another operator) owns,
+    /// taking them over; without it such a change is refused, naming the manager.
+    #[arg(long, help_heading = CLUSTER)]
+    pub force_conflicts: bool,
     /// Cluster or `--node`: wait until every selected node reports the model Ready (exit 0),
     /// one reports it Failed (exit 1), or `--timeout` passes (exit 3).
     #[arg(long, help_heading = WAIT)]

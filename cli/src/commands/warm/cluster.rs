@@ -1,27 +1,27 @@
-//! `coldctl warm MODEL` against the cluster: create or update the model's ColdModel
-//! (server-side apply, field manager `coldctl`), then with `--wait` follow each selected node's
-//! ColdNode until every one reports the model Ready (exit 0), one reports it Failed (exit 1),
-//! or `--timeout` passes (exit 3).
+//! `coldctl warm MODEL` against the cluster: create the model's ColdModel or change the
+//! fields the flags give (see `write.rs`: the user's own field manager, no takeover of another
+//! manager's fields without `--force-conflicts`), then with `--wait` follow each selected
+//! node's ColdNode until every one reports the model Ready (exit 0), one reports it Failed
+//! (exit 1), or `--timeout` passes (exit 3).
 //!
 //! Flags not given keep the ColdModel's current values, so `coldctl warm org/name --wait` on an
 //! existing model changes nothing and only waits.
 
-use anyhow::Context as _;
 use coldstart_agent::api::{ColdModel, ColdModelSpec, SecretKeyRef, SecretRef, parse_selector};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 
 use super::Args;
 use crate::cluster::{self, resolve_model};
 use crate::output::Format;
-use crate::report::{CliError, NotFound, Output};
+use crate::report::{CliError, Output};
 use crate::{Cli, rollup, wait};
 
 #[cfg(test)]
 mod tests;
+mod write;
 
-/// Field manager of everything `coldctl` applies.
-pub const FIELD_MANAGER: &str = "coldctl";
+pub use write::{Conflict, default_field_manager};
 
 /// What the command line asks of the ColdModel's spec; `None`/empty leaves a field as it is.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -101,44 +101,6 @@ fn check_secret_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The spec to apply: the current one (or a new one for `repo`) with the changes laid over.
-pub fn desired(current: Option<&ColdModelSpec>, repo: &str, c: &Changes) -> ColdModelSpec {
-    let mut spec = current.cloned().unwrap_or(ColdModelSpec {
-        repo: repo.to_string(),
-        revision: None,
-        include: Vec::new(),
-        exclude: Vec::new(),
-        token_secret_ref: None,
-        image: None,
-        image_pull_secret_ref: None,
-        node_selector: None,
-        compile_cache: None,
-        snapshot: None,
-    });
-    if let Some(r) = &c.revision {
-        spec.revision = Some(r.clone());
-    }
-    if !c.include.is_empty() {
-        spec.include = c.include.clone();
-    }
-    if !c.exclude.is_empty() {
-        spec.exclude = c.exclude.clone();
-    }
-    if let Some(t) = &c.token_secret {
-        spec.token_secret_ref = Some(t.clone());
-    }
-    if let Some(i) = &c.image {
-        spec.image = Some(i.clone());
-    }
-    if let Some(p) = &c.pull_secret {
-        spec.image_pull_secret_ref = Some(p.clone());
-    }
-    if let Some(s) = &c.selector {
-        spec.node_selector = Some(s.clone());
-    }
-    spec
-}
-
 /// Runs `warm` against the cluster.
 pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     let Some(model) = args.model.as_deref() else {
@@ -149,7 +111,18 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     let changes = changes(args).map_err(CliError::usage)?;
     let (name, repo) = resolve_model(model).map_err(|e| CliError::usage(format!("{e:#}")))?;
     let client = cluster::connect(&cli.cluster).await?;
-    let applied = apply(&client, &name, repo.as_ref().map(|r| r.as_str()), &changes).await?;
+    let manager = args
+        .field_manager
+        .clone()
+        .unwrap_or_else(default_field_manager);
+    let writer = write::Writer {
+        manager: &manager,
+        force: args.force_conflicts,
+    };
+    let models: Api<ColdModel> = Api::all(client.clone());
+    let applied = writer
+        .write(&models, &name, repo.as_ref().map(|r| r.as_str()), &changes)
+        .await?;
     if !args.wait {
         let doc = json!({"name": name, "created": applied.created, "changed": applied.changed,
             "spec": applied.spec});
@@ -206,50 +179,4 @@ fn applied_line(name: &str, a: &Applied) -> String {
         (false, false) => "unchanged",
     };
     format!("coldmodel {name} {verb} ({})", a.spec.repo)
-}
-
-async fn apply(
-    client: &kube::Client,
-    name: &str,
-    repo: Option<&str>,
-    changes: &Changes,
-) -> anyhow::Result<Applied> {
-    let api: Api<ColdModel> = Api::all(client.clone());
-    let current = api
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading ColdModel {name}"))?;
-    let repo = match (&current, repo) {
-        (Some(cur), Some(given)) if !cur.spec.repo.eq_ignore_ascii_case(given) => {
-            anyhow::bail!(
-                "ColdModel {name} already keeps {} warm, not {given}",
-                cur.spec.repo
-            )
-        }
-        (Some(cur), _) => cur.spec.repo.clone(),
-        (None, Some(given)) => given.to_string(),
-        (None, None) => {
-            return Err(NotFound(format!(
-                "no ColdModel named {name}: give the Hub repo id (org/name) to create one"
-            ))
-            .into());
-        }
-    };
-    let spec = desired(current.as_ref().map(|c| &c.spec), &repo, changes);
-    let patch = json!({
-        "apiVersion": "coldstart.dev/v1alpha1",
-        "kind": "ColdModel",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let done = api
-        .patch(name, &params, &Patch::Apply(&patch))
-        .await
-        .with_context(|| format!("applying ColdModel {name}"))?;
-    Ok(Applied {
-        created: current.is_none(),
-        changed: current.is_none_or(|c| c.spec != done.spec),
-        spec: done.spec,
-    })
 }
