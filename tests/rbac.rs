@@ -17,7 +17,7 @@ use std::time::Duration;
 use coldstart_fakeapi::{FakeApi, UserInfo};
 use common::security::{self, VIEWER, agent_token};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -150,14 +150,18 @@ fn the_agent_may_do_what_the_kubelet_may_to_its_own_node_and_no_more() {
         assert_eq!(message, denied_by("coldstart-agent-node-changes", "nodes", A, why));
 
         // RBAC: the grants deploy/ dropped.
-        let (code, reason, message) = refused(coldnodes(&agent).patch(A, &pp, &merge(json!({}))).await);
+        let (code, reason, message) =
+            refused(coldnodes(&agent).delete(A, &DeleteParams::default()).await);
         assert_eq!((code, reason.as_str()), (403, "Forbidden"));
         assert_eq!(
             message,
             "coldnodes.coldstart.dev \"gpu-1\" is forbidden: User \
-             \"system:serviceaccount:coldstart-system:coldstart-agent\" cannot patch resource \
+             \"system:serviceaccount:coldstart-system:coldstart-agent\" cannot delete resource \
              \"coldnodes\" in API group \"coldstart.dev\" at the cluster scope"
         );
+        // Patching another node's ColdNode (its owner reference, say) is refused by admission.
+        let (code, _, message) = refused(coldnodes(&agent).patch(B, &pp, &merge(json!({}))).await);
+        assert_eq!(code, 403, "{message}");
     });
     let n = api.get("nodes", "", A).unwrap();
     assert_eq!(n["spec"]["unschedulable"], true, "{n}");

@@ -18,8 +18,8 @@ mod selector;
 #[cfg(test)]
 mod tests;
 
-pub use crds::{CrdFile, crd_files};
-pub use names::{model_label_key, model_name};
+pub use crds::{CrdError, CrdFile, crd_files, crds};
+pub use names::{MAX_MODEL_NAME, model_label_key, model_name, model_name_problem};
 pub use selector::{SelectorError, matches, parse_selector};
 
 /// API group.
@@ -220,12 +220,26 @@ pub struct ColdNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub models: Vec<ModelStatus>,
+    /// ColdModels that select this node but cannot be served (their reason says why, e.g. a
+    /// name that cannot make the node label), keyed by name. They do not hold the taint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub skipped: Vec<SkippedModel>,
     /// GPU inventory and health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuStatus>,
     /// When the agent last wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Time>,
+}
+
+/// A ColdModel the agent does not serve, and why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+pub struct SkippedModel {
+    /// The ColdModel's name.
+    pub name: String,
+    /// Why it is skipped.
+    pub reason: String,
 }
 
 /// One model on one node.

@@ -9,7 +9,7 @@
 //! Nothing is decided before every watch has listed once: an empty store is not "no models",
 //! and deciding from it would drop the startup taint of a node that was never warmed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -149,6 +149,9 @@ struct Planned {
     has_taint: bool,
     /// The node's creation, when the API says it (the start of `coldstart_node_warm_seconds`).
     created: Option<Timestamp>,
+    /// The node as the watch store held it for this pass (labels and conditions are
+    /// compared against it: no read before those writes).
+    node: Arc<Node>,
 }
 
 /// The cluster-mode pass.
@@ -163,6 +166,8 @@ pub struct Cluster<I, W> {
     recorder: Recorder,
     gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
+    /// ColdModels skipped (and announced) last pass.
+    skipped: BTreeSet<String>,
     deadline_reported: bool,
     /// The NodeClaim was deleted (`DeadlineAction::Replace` acts once).
     replaced: bool,
@@ -225,6 +230,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             coldnodes,
             gpu,
             phases: BTreeMap::new(),
+            skipped: BTreeSet::new(),
             deadline_reported: false,
             replaced: false,
             taint_removed: false,
@@ -257,7 +263,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
     }
 
     /// Plans from what the watches hold and runs the local part of the plan.
-    async fn local(&mut self, node: &Node, now: Timestamp) -> Planned {
+    async fn local(&mut self, node: Arc<Node>, now: Timestamp) -> Planned {
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let has_taint = node
             .spec
@@ -276,7 +282,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .store
             .get(&ObjectRef::new(&self.settings.node))
             .and_then(|c| c.status.clone());
-        let gpu = self.gpu_report(node, has_taint).await;
+        let gpu = self.gpu_report(&node, has_taint).await;
         self.warmer.metrics().set_startup_taint(has_taint);
         let creation = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let created = creation.unwrap_or(now);
@@ -300,6 +306,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             plan,
             has_taint,
             created: creation,
+            node,
         }
     }
 
@@ -317,13 +324,18 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
                 false
             }
         };
-        keep_first_error(self.surface.set_model_labels(&plan.ready_labels).await);
+        let node = &planned.node;
         keep_first_error(
             self.surface
-                .apply_conditions(&planned.conditions, now)
+                .set_model_labels(node, &plan.ready_labels)
                 .await,
         );
-        keep_first_error(self.surface.write_status(&plan.status, now).await);
+        keep_first_error(
+            self.surface
+                .apply_conditions(node, &planned.conditions, now)
+                .await,
+        );
+        keep_first_error(self.surface.write_status(node, &plan.status, now).await);
         let removed = if plan.remove_warming_taint && has_taint {
             keep_first_error(self.surface.remove_warming_taint().await)
         } else {
@@ -379,6 +391,17 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             }
         }
         self.phases = phases;
+        let skipped: BTreeSet<String> =
+            plan.status.skipped.iter().map(|s| s.name.clone()).collect();
+        for s in &plan.status.skipped {
+            if !self.skipped.contains(&s.name) {
+                warn!(model = %s.name, reason = %s.reason, "skipping a ColdModel");
+                let msg = format!("model {} skipped: {}", s.name, s.reason);
+                self.event(EventType::Warning, "ModelSkipped", "Warm", msg)
+                    .await;
+            }
+        }
+        self.skipped = skipped;
         let late = plan.models_warm.reason == plan::REASON_DEADLINE;
         self.warmer.metrics().set_warming_deadline_exceeded(late);
         if late && !self.deadline_reported {
@@ -429,7 +452,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(node::event_note(note)),
             action: action.into(),
             secondary: None,
         };
@@ -446,7 +469,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Cluster<I, W> 
         let Some(node) = self.nodes.store.get(&ObjectRef::new(&self.settings.node)) else {
             return Err(Error::NodeMissing(self.settings.node.clone()));
         };
-        let planned = self.local(&node, now).await;
+        let planned = self.local(node, now).await;
         let plan = &planned.plan;
         debug!(
             selected = plan.selected.len(),

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -278,11 +279,15 @@ impl NodeSurface {
     }
 
     /// Makes our labels `coldstart.dev/model.<name>=ready` exactly `ready`; other labels are
-    /// left alone. Returns whether a write was needed.
+    /// left alone. `node` is the caller's view (the watch store: no read here). Returns
+    /// whether a write was needed.
     #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
-    pub async fn set_model_labels(&self, ready: &BTreeSet<String>) -> Result<bool, Error> {
-        let node = self.get_node().await?;
-        let have = node.metadata.labels.unwrap_or_default();
+    pub async fn set_model_labels(
+        &self,
+        node: &Node,
+        ready: &BTreeSet<String>,
+    ) -> Result<bool, Error> {
+        let have = node.metadata.labels.clone().unwrap_or_default();
         let mut changes = BTreeMap::new();
         for key in have.keys().filter(|k| k.starts_with(MODEL_LABEL_PREFIX)) {
             let name = &key[MODEL_LABEL_PREFIX.len()..];
@@ -313,18 +318,23 @@ impl NodeSurface {
 
     /// Applies our node conditions (server-side apply on `nodes/status`, forced, only our
     /// types). A condition keeps its lastTransitionTime while its status stays the same;
-    /// nothing is written when nothing changed. Returns whether a write was made.
+    /// nothing is written when nothing changed. `node` is the caller's view (the watch store).
+    /// Returns whether a write was made.
     #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn apply_conditions(
         &self,
+        node: &Node,
         conds: &[Condition],
         now: Timestamp,
     ) -> Result<bool, Error> {
         if let Some(c) = conds.iter().find(|c| !is_ours(c.type_)) {
             return Err(Error::NotOurCondition(c.type_.to_string()));
         }
-        let node = self.get_node().await?;
-        let have = node.status.and_then(|s| s.conditions).unwrap_or_default();
+        let have = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let mut changed = false;
         let mut applied = Vec::new();
         for c in conds {
@@ -356,11 +366,13 @@ impl NodeSurface {
         Ok(true)
     }
 
-    /// Writes our ColdNode's status (creating the ColdNode first if missing), at most once per
-    /// `status_interval` unless the phase changed. Returns whether a write was made.
+    /// Writes our ColdNode's status (creating the ColdNode first if missing, owned by `node`
+    /// so that deleting the Node collects it), at most once per `status_interval` unless the
+    /// phase changed. Returns whether a write was made.
     #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
     pub async fn write_status(
         &mut self,
+        node: &Node,
         status: &ColdNodeStatus,
         now: Timestamp,
     ) -> Result<bool, Error> {
@@ -373,7 +385,7 @@ impl NodeSurface {
             return Ok(false);
         }
         if !self.coldnode_exists {
-            self.ensure_coldnode().await?;
+            self.ensure_coldnode(node).await?;
         }
         let mut status = status.clone();
         status.updated_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
@@ -398,16 +410,57 @@ impl NodeSurface {
         Ok(true)
     }
 
-    async fn ensure_coldnode(&mut self) -> Result<(), Error> {
-        let cn = ColdNode::new(&self.settings.node, ColdNodeSpec {});
+    /// Creates our ColdNode with an owner reference to `node`, or, when it exists (perhaps from
+    /// an agent that set no owner), applies the owner reference to it (a list-map by uid:
+    /// other owners stay).
+    async fn ensure_coldnode(&mut self, node: &Node) -> Result<(), Error> {
+        let owner = node_owner(node);
+        let mut cn = ColdNode::new(&self.settings.node, ColdNodeSpec {});
+        cn.metadata.owner_references = owner.clone().map(|o| vec![o]);
         match self.coldnodes.create(&PostParams::default(), &cn).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {}
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
+                if let Some(o) = owner {
+                    let obj = json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
+                        "metadata": {"name": self.settings.node, "ownerReferences": [o]}});
+                    let pp = PatchParams::apply(FIELD_MANAGER).force();
+                    self.coldnodes
+                        .patch(&self.settings.node, &pp, &Patch::Apply(obj))
+                        .await
+                        .map_err(|e| Error::from_kube("owning the ColdNode by its Node", e))?;
+                }
+            }
             Err(e) => return Err(Error::from_kube("creating the ColdNode", e)),
         }
         self.coldnode_exists = true;
         Ok(())
     }
+}
+
+/// The owner reference to `node` (None before the API server gave it a uid).
+fn node_owner(node: &Node) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node.metadata.name.clone()?,
+        uid: node.metadata.uid.clone()?,
+        ..OwnerReference::default()
+    })
+}
+
+/// Longest Event note the API server stores (`events.k8s.io/v1` refuses longer ones).
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `note` cut to [`EVENT_NOTE_LIMIT`] bytes at a character boundary, ending in `...` when cut.
+pub fn event_note(note: String) -> String {
+    if note.len() <= EVENT_NOTE_LIMIT {
+        return note;
+    }
+    let mut end = EVENT_NOTE_LIMIT - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
 }
 
 fn is_ours(type_: &str) -> bool {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ColdModel, ColdNodeStatus, Condition, name_of};
+use crate::api::{ColdModel, ColdNodeStatus, Condition, SkippedModel, model_name_problem, name_of};
 
 pub mod retry;
 mod status;
@@ -147,7 +147,8 @@ pub struct Plan {
     pub status: ColdNodeStatus,
 }
 
-/// The ColdModels of `models` selected for a node with `labels` (named ones only).
+/// The ColdModels of `models` selected for a node with `labels` (named ones, and only names
+/// that make a node label: see [`skipped`]).
 pub fn selected<'a>(
     models: &'a [ColdModel],
     labels: &BTreeMap<String, String>,
@@ -155,7 +156,26 @@ pub fn selected<'a>(
     models
         .iter()
         .filter(|m| m.metadata.name.is_some())
+        .filter(|m| model_name_problem(name_of(m)).is_none())
         .filter(|m| matches(m.spec.node_selector.as_ref(), labels))
+        .collect()
+}
+
+/// The ColdModels that select a node with `labels` but cannot be served there, and why: a
+/// name that cannot make the node label (the CRD refuses such names now; older objects may
+/// still carry one). Skipping them keeps the node's other labels and its taint working.
+pub fn skipped(models: &[ColdModel], labels: &BTreeMap<String, String>) -> Vec<SkippedModel> {
+    models
+        .iter()
+        .filter(|m| m.metadata.name.is_some())
+        .filter(|m| matches(m.spec.node_selector.as_ref(), labels))
+        .filter_map(|m| {
+            let reason = model_name_problem(name_of(m))?;
+            Some(SkippedModel {
+                name: name_of(m).to_string(),
+                reason,
+            })
+        })
         .collect()
 }
 
@@ -184,6 +204,7 @@ pub fn plan(inp: &Inputs<'_>, limits: &Limits) -> Plan {
         status: ColdNodeStatus {
             phase: status::overall(&statuses),
             models: statuses,
+            skipped: skipped(inp.models, inp.node_labels),
             gpu: inp.current.and_then(|c| c.gpu.clone()),
             updated_at: None,
         },

@@ -35,6 +35,37 @@ pub fn model_name(repo: &RepoId) -> String {
     name
 }
 
+/// Longest ColdModel name the API accepts: the name part of a label key (after the `/` of
+/// `coldstart.dev/model.<name>`) has at most 63 characters, 6 of them `model.`. The CRD
+/// enforces it; [`model_name`] stays shorter.
+pub const MAX_MODEL_NAME: usize = 57;
+
+/// Why `name` cannot name a ColdModel (it would not make a valid node label key), if it
+/// cannot: at most 57 characters, a DNS label (lowercase letters, digits, `-`, alphanumeric at
+/// both ends). ColdModels created before the CRD said so may still carry such names.
+pub fn model_name_problem(name: &str) -> Option<String> {
+    let dns_label = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if name.len() > MAX_MODEL_NAME {
+        Some(format!(
+            "the name has {} characters; {MODEL_LABEL_PREFIX}<name> allows at most {MAX_MODEL_NAME}",
+            name.len()
+        ))
+    } else if !dns_label {
+        Some(
+            "the name is not a DNS label (lowercase letters, digits and '-', alphanumeric at \
+             both ends), so it cannot make the node label"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
 /// The node label key marking `name` warm on a node: `coldstart.dev/model.<name>`.
 pub fn model_label_key(name: &str) -> String {
     format!("{MODEL_LABEL_PREFIX}{name}")

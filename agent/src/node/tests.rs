@@ -36,6 +36,11 @@ fn taint_keys(api: &FakeApi) -> Vec<String> {
         .collect()
 }
 
+/// The node as a watch store would hold it.
+fn node(api: &FakeApi) -> Node {
+    serde_json::from_value(api.get("nodes", "", "n1").unwrap()).unwrap()
+}
+
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f).await.expect("bounded wait")
 }
@@ -106,17 +111,27 @@ async fn taint_conflicts_are_retried_then_bounded() {
 async fn model_labels_touch_only_our_prefix() {
     let (api, s) = start(true).await;
     let ready: BTreeSet<String> = ["m1".to_string(), "m2".to_string()].into();
-    assert!(bounded(s.set_model_labels(&ready)).await.unwrap());
+    assert!(
+        bounded(s.set_model_labels(&node(&api), &ready))
+            .await
+            .unwrap()
+    );
     let labels = api.get("nodes", "", "n1").unwrap()["metadata"]["labels"].clone();
     assert_eq!(
         labels,
         json!({"pool": "a", "coldstart.dev/model.m1": "ready", "coldstart.dev/model.m2": "ready"})
     );
     assert!(
-        !bounded(s.set_model_labels(&ready)).await.unwrap(),
+        !bounded(s.set_model_labels(&node(&api), &ready))
+            .await
+            .unwrap(),
         "no change, no write"
     );
-    assert!(bounded(s.set_model_labels(&BTreeSet::new())).await.unwrap());
+    assert!(
+        bounded(s.set_model_labels(&node(&api), &BTreeSet::new()))
+            .await
+            .unwrap()
+    );
     let labels = api.get("nodes", "", "n1").unwrap()["metadata"]["labels"].clone();
     assert_eq!(labels, json!({"pool": "a"}));
     let r = api
@@ -151,10 +166,22 @@ fn conditions(api: &FakeApi) -> Value {
 async fn conditions_applied_keep_kubelets_and_transition_times() {
     let (api, s) = start(true).await;
     let c = [warm(false, "Warming")];
-    assert!(bounded(s.apply_conditions(&c, ts(100))).await.unwrap());
-    assert!(!bounded(s.apply_conditions(&c, ts(200))).await.unwrap());
+    assert!(
+        bounded(s.apply_conditions(&node(&api), &c, ts(100)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bounded(s.apply_conditions(&node(&api), &c, ts(200)))
+            .await
+            .unwrap()
+    );
     let c2 = [warm(false, "WarmingDeadlineExceeded")];
-    assert!(bounded(s.apply_conditions(&c2, ts(300))).await.unwrap());
+    assert!(
+        bounded(s.apply_conditions(&node(&api), &c2, ts(300)))
+            .await
+            .unwrap()
+    );
     let conds = conditions(&api);
     assert_eq!(conds[0]["type"], "Ready");
     assert_eq!(conds[1]["reason"], "WarmingDeadlineExceeded");
@@ -164,7 +191,11 @@ async fn conditions_applied_keep_kubelets_and_transition_times() {
         "status unchanged"
     );
     let c3 = [warm(true, "ModelsWarm")];
-    assert!(bounded(s.apply_conditions(&c3, ts(400))).await.unwrap());
+    assert!(
+        bounded(s.apply_conditions(&node(&api), &c3, ts(400)))
+            .await
+            .unwrap()
+    );
     let conds = conditions(&api);
     assert_eq!(conds.as_array().unwrap().len(), 2);
     assert_eq!(conds[1]["status"], "True");
@@ -180,7 +211,7 @@ async fn conditions_applied_keep_kubelets_and_transition_times() {
     );
     let mut bad = warm(true, "x");
     bad.type_ = "Ready";
-    let r = s.apply_conditions(&[bad], ts(1)).await;
+    let r = s.apply_conditions(&node(&api), &[bad], ts(1)).await;
     assert!(matches!(r, Err(Error::NotOurCondition(_))));
 }
 
@@ -191,21 +222,35 @@ async fn coldnode_created_then_status_rate_limited() {
         phase: Phase::Warming,
         ..ColdNodeStatus::default()
     };
-    assert!(bounded(s.write_status(&st, ts(100))).await.unwrap());
+    assert!(
+        bounded(s.write_status(&node(&api), &st, ts(100)))
+            .await
+            .unwrap()
+    );
     let cn = api.get("coldnodes", "", "n1").unwrap();
     assert_eq!(cn["status"]["phase"], "Warming");
     assert!(
-        !bounded(s.write_status(&st, ts(105))).await.unwrap(),
+        !bounded(s.write_status(&node(&api), &st, ts(105)))
+            .await
+            .unwrap(),
         "rate-limited"
     );
     st.phase = Phase::Ready;
     assert!(
-        bounded(s.write_status(&st, ts(106))).await.unwrap(),
+        bounded(s.write_status(&node(&api), &st, ts(106)))
+            .await
+            .unwrap(),
         "phase changed"
     );
-    assert!(!bounded(s.write_status(&st, ts(110))).await.unwrap());
     assert!(
-        bounded(s.write_status(&st, ts(116))).await.unwrap(),
+        !bounded(s.write_status(&node(&api), &st, ts(110)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        bounded(s.write_status(&node(&api), &st, ts(116)))
+            .await
+            .unwrap(),
         "interval passed"
     );
     assert_eq!(api.count("create", "coldnodes"), 1);
@@ -221,18 +266,78 @@ async fn outage_is_a_retryable_error_then_writes_go_through() {
     let e = bounded(s.remove_warming_taint()).await.unwrap_err();
     assert_eq!(e.metric_label(), "unreachable", "{e}");
     let st = ColdNodeStatus::default();
-    let e = bounded(s.write_status(&st, ts(1))).await.unwrap_err();
+    let e = bounded(s.write_status(&node(&api), &st, ts(1)))
+        .await
+        .unwrap_err();
     assert_eq!(e.metric_label(), "unreachable");
     api.restore().unwrap();
     assert!(bounded(s.remove_warming_taint()).await.unwrap());
-    assert!(bounded(s.write_status(&st, ts(2))).await.unwrap());
+    assert!(
+        bounded(s.write_status(&node(&api), &st, ts(2)))
+            .await
+            .unwrap()
+    );
     assert_eq!(taint_keys(&api), ["other"]);
 
     api.outage(Outage::Status503).await;
-    let e = bounded(s.set_model_labels(&BTreeSet::new()))
+    let e = bounded(s.set_model_labels(&node(&api), &BTreeSet::new()))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Api { code: 503, .. }), "{e}");
     api.restore().unwrap();
-    assert!(bounded(s.set_model_labels(&BTreeSet::new())).await.unwrap());
+    assert!(
+        bounded(s.set_model_labels(&node(&api), &BTreeSet::new()))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_coldnode_is_owned_by_its_node_new_or_existing() {
+    let (api, mut s) = start(true).await;
+    let uid = node(&api).metadata.uid.unwrap();
+    let st = ColdNodeStatus::default();
+    assert!(
+        bounded(s.write_status(&node(&api), &st, ts(1)))
+            .await
+            .unwrap()
+    );
+    let owners = |api: &FakeApi| {
+        api.get("coldnodes", "", "n1").unwrap()["metadata"]["ownerReferences"].clone()
+    };
+    assert_eq!(
+        owners(&api),
+        json!([{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": uid}])
+    );
+
+    // A ColdNode left by an agent that set no owner gets one, other owners kept.
+    let (api, mut s) = start(true).await;
+    let uid = node(&api).metadata.uid.unwrap();
+    let other = json!({"apiVersion": "x/v1", "kind": "X", "name": "x", "uid": "u-x"});
+    api.create(
+        json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
+        "metadata": {"name": "n1", "ownerReferences": [other]}, "spec": {}}),
+    )
+    .unwrap();
+    assert!(
+        bounded(s.write_status(&node(&api), &st, ts(1)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        owners(&api),
+        json!([other, {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": uid}])
+    );
+}
+
+#[test]
+fn event_notes_are_cut_to_the_api_limit_on_a_char_boundary() {
+    assert_eq!(event_note("short".into()), "short");
+    let exact = "x".repeat(EVENT_NOTE_LIMIT);
+    assert_eq!(event_note(exact.clone()), exact);
+    let long = "é".repeat(1500);
+    let cut = event_note(long);
+    assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
+    assert!(cut.ends_with("..."));
+    assert!(cut.trim_end_matches("...").chars().all(|c| c == 'é'));
 }

@@ -433,3 +433,27 @@ fn one_periodic_resync_at_a_time_and_only_when_nothing_else_syncs() {
         (vec!["a".to_string()], None)
     );
 }
+
+#[test]
+fn a_coldmodel_whose_name_cannot_make_a_label_is_skipped_not_fatal() {
+    let long = "m".repeat(58);
+    let models = [
+        model("a", None, json!(null)),
+        model("Bad_Name", None, json!(null)),
+        model(&long, None, json!({"matchLabels": {"pool": "a"}})),
+        model(&"n".repeat(57), None, json!({"matchLabels": {"pool": "b"}})),
+    ];
+    let mut local = Local::default();
+    local.weights.insert("a".into(), verified());
+    let p = run(&models, &local, &[("pool", "a")]);
+    assert_eq!(p.selected, ["a".to_string()].into());
+    assert_eq!(p.ready_labels, ["a".to_string()].into());
+    assert!(
+        p.remove_warming_taint,
+        "skipped models do not hold the taint"
+    );
+    let skipped: Vec<&str> = p.status.skipped.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(skipped, ["Bad_Name", long.as_str()]);
+    assert!(p.status.skipped[0].reason.contains("not a DNS label"));
+    assert!(p.status.skipped[1].reason.contains("at most 57"));
+}
