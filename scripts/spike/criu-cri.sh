@@ -377,7 +377,7 @@ EOF
   tar -tvf "$cp" | awk '{print $1, $3, $6}' | sed "s/^/[$STEP]   /" | grep -v '/pages-\|checkpoint/[a-z-]*[0-9]*\.img' || true
   say "  ($(tar -tf "$cp" | grep -c '^checkpoint/') entries under checkpoint/)"
   tar -xOf "$cp" dump.log >"$WORK/ckpt-dump.log" 2>/dev/null || true
-  say "  dump.log: $(grep -m1 -o 'Version: [0-9.]*' "$WORK/ckpt-dump.log" || true); $(tail -1 "$WORK/ckpt-dump.log")"
+  say "  dump.log: $(grep -m1 -o 'Version: [0-9.]*' "$WORK/ckpt-dump.log" || true); $(grep -m1 'Dumping finished' "$WORK/ckpt-dump.log" || tail -1 "$WORK/ckpt-dump.log")"
   local st; st=$(cri status "$ctr1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
   say "original container state after checkpoint: $st (1 = RUNNING)"
 
@@ -424,7 +424,7 @@ EOF
   grep -q 'count=' "$WORK/restored-lines" || fail "the restored container printed no count within 60 s"
   say "CreateContainer($CKPT_IMAGE) -> $ctr2 in $create_ms ms, + StartContainer at $start_ms ms, first new count at $RESTORE_MS ms"
   if [ -s "$WORK/ckpt-restore-$ctr2.log" ]; then
-    say "  restore.log: $(grep -m1 -o 'Version: [0-9.]*' "$WORK/ckpt-restore-$ctr2.log" || true); $(tail -1 "$WORK/ckpt-restore-$ctr2.log")"
+    say "  restore.log: $(grep -m1 -o 'Version: [0-9.]*' "$WORK/ckpt-restore-$ctr2.log" || true); $(grep -m1 'Restore finished' "$WORK/ckpt-restore-$ctr2.log" || tail -1 "$WORK/ckpt-restore-$ctr2.log")"
   fi
   sleep 1
   tail -n +$((pre + 1)) "$log2" > "$WORK/restored-lines"
