@@ -10,6 +10,8 @@ set -euo pipefail
 TESTENV="${COLDSTART_TESTENV:-/opt/coldstart-testenv}"
 SUITES=(bookworm trixie sid)
 log() { echo "test-env: $*" >&2; }
+# shellcheck source=scripts/lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -41,24 +43,6 @@ install_debs() {
   if command -v service >/dev/null && pgrep -x docker-registry >/dev/null; then
     service docker-registry stop >/dev/null 2>&1 || true
   fi
-}
-
-# The Debian mirror URI this machine already uses (deb822 or one-line format), so that the
-# repository never names a package host itself.
-debian_uri() {
-  local uri
-  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
-  if [ -z "$uri" ]; then
-    uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null \
-          | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
-          | grep -v -- '-security' | head -n1 || true)
-  fi
-  if [ -z "$uri" ]; then
-    log "cannot find a Debian mirror URI in /etc/apt"
-    exit 1
-  fi
-  echo "$uri"
 }
 
 fetch_containerd() {
