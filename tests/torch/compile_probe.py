@@ -8,12 +8,17 @@ The caches it uses are the ones the environment names:
 The FX graph cache and the AOT autograd cache are switched on explicitly (they are on by
 default in recent torch, but a version's defaults are not this probe's contract).
 
+One Inductor cache ignores TORCHINDUCTOR_CACHE_DIR: the precompiled headers of the C++ kernels
+(torch 2.14: <tempfile.gettempdir()>/torchinductor_<user>/precompiled_headers, so TMPDIR moves
+it). Every process checks that header before it looks for a cached kernel, and compiles it
+(seconds) when absent, on an FX graph cache hit too. The probe reports that directory as well.
+
 The JSON line: ok, torch, first_call_s (wall seconds of the first call of the compiled function,
 which compiles it; Python's start and `import torch` excluded), second_call_s, cache (the
 Inductor and AOT autograd cache counters: fxgraph_cache_hit/miss/bypass,
-autograd_cache_hit/miss/bypass/saved), config (the effective cache switches), written (per
-cache dir variable: the directories, relative to it, that hold files this run created or
-changed), max_abs_err (compiled vs eager), and error (on failure, with ok false; exit status 1).
+autograd_cache_hit/miss/bypass/saved), config (the effective cache switches), dirs (the cache
+directories: the two variables and PRECOMPILED_HEADERS), written (per entry of dirs: the
+directories, relative to it, that hold files this run created or changed), max_abs_err (compiled vs eager), and error (on failure, with ok false; exit status 1).
 """
 
 import json
@@ -62,23 +67,34 @@ def cache_counters(counters):
     return dict(sorted(out.items()))
 
 
+def precompiled_headers_dir():
+    """Where this torch keeps the precompiled headers of its C++ kernels."""
+    from torch._inductor import codecache
+
+    header_dir = getattr(codecache, "_HEADER_DIR", None)
+    if header_dir is None:  # another torch: its default cache dir, as torch 2.14 does
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        header_dir = os.path.join(default_cache_dir(), "precompiled_headers")
+    return os.path.abspath(header_dir)
+
+
 def main():
     result = {"ok": False}
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         result["error"] = "TORCHINDUCTOR_CACHE_DIR is not set"
         print(json.dumps(result), flush=True)
         return 1
-    roots = {var: os.environ[var] for var in CACHE_VARS if os.environ.get(var)}
-    for root in roots.values():
-        os.makedirs(root, exist_ok=True)
-    before = {var: snapshot(root) for var, root in roots.items()}
-
     import torch
     from torch._dynamo.utils import counters
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
     result["torch"] = torch.__version__
+    roots = {var: os.path.abspath(os.environ[var]) for var in CACHE_VARS if os.environ.get(var)}
+    roots["PRECOMPILED_HEADERS"] = precompiled_headers_dir()
+    result["dirs"] = roots
+    before = {var: snapshot(root) for var, root in roots.items()}
     result["config"] = {
         "fx_graph_cache": inductor_config.fx_graph_cache,
         "fx_graph_remote_cache": inductor_config.fx_graph_remote_cache,
