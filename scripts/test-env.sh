@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what coldstart's tests, demo and benchmarks need on a fresh Debian machine (root):
-# Debian packages, and containerd from bookworm, trixie and sid unpacked side by side.
+# Debian packages, containerd from bookworm, trixie and sid unpacked side by side, and a Debian
+# sid tree with the CPU build of PyTorch and g++ (scripts/torch-tree.sh) for the compile-cache
+# tests.
 #
 # Usage: scripts/test-env.sh            install (idempotent), then print the env file path
 # The result is described by "$COLDSTART_TESTENV/env" (default /opt/coldstart-testenv/env),
@@ -134,6 +136,8 @@ write_env() {
     echo "containerd $suite $version $bin" >> "$tmp"
   done
   echo "python $TESTENV/venv/bin/python" >> "$tmp"
+  # The torch tree: tests run its python3 with scripts/torch-run.sh.
+  echo "torch $TORCH_TREE" >> "$tmp"
   mv "$tmp" "$TESTENV/env"
 }
 
@@ -148,6 +152,8 @@ main() {
   install_python
   install_npm
   check_kubectl
+  # Last: the one slow step of a fresh machine (about 3-4 minutes cold; a stamp check after).
+  TORCH_TREE=$(COLDSTART_TESTENV="$TESTENV" "$(dirname "$0")/torch-tree.sh")
   write_env
   log "ready:"; cat "$TESTENV/env" >&2
   echo "$TESTENV/env"

@@ -71,7 +71,7 @@ build() {
     apt-get install -y -qq --no-install-recommends ${PACKAGES[*]} >/dev/null
     apt-get clean
     rm -rf /var/lib/apt/lists/*
-  "
+  " >&2
   local torch
   torch=$("$HERE/torch-run.sh" "$tmp" -- python3 -c 'import torch; print(torch.__version__)')
   {
