@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, once, a Debian sid tree with the CPU build of PyTorch (python3-torch) and g++ (the
 # compiler of Inductor's CPU backend), for the compile-cache tests: they run real torch.compile
-# inside it with scripts/torch-run.sh. PyPI's x86_64 torch wheel would drag ~3 GB of CUDA.
+# inside it with scripts/torch-run.sh. The upstream x86_64 torch wheels would drag ~3 GB of CUDA.
 #
 # Usage: scripts/torch-tree.sh        build if needed (root), then print the tree's path
 # The tree is "$COLDSTART_TESTENV/torch-sid" (default /opt/coldstart-testenv/torch-sid). Its
