@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what coldstart's tests, demo and benchmarks need on a fresh Debian machine (root):
-# Debian packages, and containerd from bookworm, trixie and sid unpacked side by side.
+# Debian packages, containerd from bookworm, trixie and sid unpacked side by side, and a Debian
+# sid tree with the CPU build of PyTorch and g++ (scripts/torch-tree.sh) for the compile-cache
+# tests.
 #
 # Usage: scripts/test-env.sh            install (idempotent), then print the env file path
 # The result is described by "$COLDSTART_TESTENV/env" (default /opt/coldstart-testenv/env),
@@ -10,6 +12,8 @@ set -euo pipefail
 TESTENV="${COLDSTART_TESTENV:-/opt/coldstart-testenv}"
 SUITES=(bookworm trixie sid)
 log() { echo "test-env: $*" >&2; }
+# shellcheck source=scripts/lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -41,24 +45,6 @@ install_debs() {
   if command -v service >/dev/null && pgrep -x docker-registry >/dev/null; then
     service docker-registry stop >/dev/null 2>&1 || true
   fi
-}
-
-# The Debian mirror URI this machine already uses (deb822 or one-line format), so that the
-# repository never names a package host itself.
-debian_uri() {
-  local uri
-  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
-  if [ -z "$uri" ]; then
-    uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null \
-          | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
-          | grep -v -- '-security' | head -n1 || true)
-  fi
-  if [ -z "$uri" ]; then
-    log "cannot find a Debian mirror URI in /etc/apt"
-    exit 1
-  fi
-  echo "$uri"
 }
 
 fetch_containerd() {
@@ -150,6 +136,8 @@ write_env() {
     echo "containerd $suite $version $bin" >> "$tmp"
   done
   echo "python $TESTENV/venv/bin/python" >> "$tmp"
+  # The torch tree: tests run its python3 with scripts/torch-run.sh.
+  echo "torch $TORCH_TREE" >> "$tmp"
   mv "$tmp" "$TESTENV/env"
 }
 
@@ -164,6 +152,8 @@ main() {
   install_python
   install_npm
   check_kubectl
+  # Last: the one slow step of a fresh machine (about 3-4 minutes cold; a stamp check after).
+  TORCH_TREE=$(COLDSTART_TESTENV="$TESTENV" "$(dirname "$0")/torch-tree.sh")
   write_env
   log "ready:"; cat "$TESTENV/env" >&2
   echo "$TESTENV/env"
