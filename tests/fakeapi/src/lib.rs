@@ -13,23 +13,30 @@
 
 mod admission;
 mod auth;
+mod builtin;
 mod cel;
+mod crd;
 mod discovery;
 mod error;
 mod faults;
+mod field;
+mod fieldsel;
 mod gate;
+mod gc;
 mod handle;
 mod merge;
+mod paging;
 mod rbac;
 mod registry;
 mod routes;
+mod schema;
 mod selector;
 mod server;
-#[allow(dead_code)] // wired into merging and field ownership by the next commits
 mod shape;
 mod store;
 mod time;
 mod watch;
+mod writes;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
