@@ -168,6 +168,15 @@ impl Node {
         })
     }
 
+    /// Whether this node or one below has `x-kubernetes-validations` (the apiserver builds a
+    /// CEL validator only then).
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+            || self.properties.values().any(Node::has_rules)
+            || self.additional.as_deref().is_some_and(Node::has_rules)
+            || self.items.as_deref().is_some_and(Node::has_rules)
+    }
+
     /// The schema of field `name` of this object: a property, else `additionalProperties`.
     pub(crate) fn field(&self, name: &str) -> Option<&Node> {
         self.properties.get(name).or(self.additional.as_deref())
@@ -228,6 +237,9 @@ impl Schema {
         let mut errs = Vec::new();
         validate::value(&mut errs, "", obj, &self.root, true);
         validate::lists(&mut errs, "", obj, &self.root);
+        if !self.root.has_rules() {
+            return errs;
+        }
         if errs.iter().any(FieldError::blocks_rules) {
             errs.push(FieldError::invalid(
                 "",
