@@ -161,12 +161,19 @@ impl FakeApi {
 
     /// Creates every object of a multi-document YAML stream (e.g. `kubectl kustomize deploy`'s
     /// output) whose kind the fake serves, and skips the others; returns how many it created.
+    /// A CustomResourceDefinition replaces one already installed.
     pub fn load_manifests(&self, yaml: &str) -> anyhow::Result<usize> {
         use serde::Deserialize as _;
         let mut created = 0;
         for doc in serde_yaml::Deserializer::from_str(yaml) {
             let obj = Value::deserialize(doc).context("parsing a YAML document")?;
             if obj.is_null() {
+                continue;
+            }
+            if obj["kind"] == "CustomResourceDefinition" {
+                // A definition installed before (`install_crds`) is replaced, as `apply` would.
+                self.install_crd(obj)?;
+                created += 1;
                 continue;
             }
             let served = self.shared.lock_store().type_of(&obj).is_some();

@@ -275,7 +275,11 @@ impl Store {
         {
             m.remove("status");
         }
+        // Name and namespace come from the request before validation, as on the real server.
         obj["metadata"]["name"] = json!(name);
+        if t.namespaced {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
         crate::writes::admit(self, ty, None, &mut obj)?;
         check(self, None, Some(&obj))?;
         let rv = self.bump();

@@ -318,6 +318,10 @@ async fn names_labels_and_the_event_note() {
         .create(&pp, &event("e1", "x".repeat(1024)))
         .await
         .unwrap();
+    // The namespace comes from the path when the body has none (as kube's Recorder sends).
+    let mut bare = event("e0", "ok".into());
+    bare.metadata.namespace = None;
+    events.create(&pp, &bare).await.unwrap();
     let (code, reason, message, causes) =
         refusal(events.create(&pp, &event("e2", "x".repeat(1025))).await);
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
