@@ -208,6 +208,16 @@ async fn garbage_collection_by_owner_references() {
         .unwrap();
     let d2 = secrets.get("d2").await.unwrap();
     assert_eq!(d2.metadata.owner_references, None);
+    // Foreground: the dependent goes first, then the owner.
+    let n3 = nodes.create(&pp, &owner("n3")).await.unwrap();
+    secrets.create(&pp, &secret("d3", by(&n3))).await.unwrap();
+    let foreground = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..DeleteParams::default()
+    };
+    nodes.delete("n3", &foreground).await.unwrap();
+    assert_eq!(deleted_names(&mut watch, 1).await, ["d3"]);
+    assert!(fake.get("nodes", "", "n3").is_none());
     // A reference to an owner that does not exist: collected right after the create.
     let ghost = json!([{"apiVersion": "v1", "kind": "Node", "name": "ghost",
         "uid": "00000000-0000-4000-8000-00000000dead"}]);
