@@ -82,7 +82,7 @@ impl World {
         hub.add_repo_files(REPO, "main", model_files());
         // The Hub wants a token, which the agent finds only in its own namespace's secret.
         hub.set_token(Some("hub-s3cret"));
-        let api = FakeApi::start_blocking(coldstart_fakeapi::Options::default()).unwrap();
+        let api = common::fake_api();
         let dir = tempfile::tempdir().unwrap();
         api.kubeconfig_with_token(
             &dir.path().join("kubeconfig"),

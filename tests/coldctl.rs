@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use coldstart_fakeapi::{FakeApi, Options, Outage};
+use coldstart_fakeapi::{FakeApi, Outage};
 use serde_json::{Value, json};
 
 /// Bound on any one `coldctl` run (the waits below ask for far less).
@@ -34,7 +34,7 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    let api = FakeApi::start_blocking(Options::default()).unwrap();
+    let api = common::fake_api();
     api.merge_list_by("models", &["name"]);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");

@@ -41,7 +41,7 @@ fn coldnode(name: &str) -> Value {
 }
 
 fn start(dir: &str) -> FakeApi {
-    let api = FakeApi::start_blocking(coldstart_fakeapi::Options::default()).unwrap();
+    let api = common::fake_api();
     for n in [A, B] {
         api.create(node(n)).unwrap();
     }

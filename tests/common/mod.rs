@@ -15,6 +15,17 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::Endpoint;
 
+/// A fake API server (on its own thread) with the repository's CRDs (`deploy/crds`)
+/// installed, so custom resources are validated, pruned and defaulted as in a cluster.
+pub fn fake_api() -> coldstart_fakeapi::FakeApi {
+    let api = coldstart_fakeapi::FakeApi::start_blocking(coldstart_fakeapi::Options::default())
+        .expect("the fake API server starts");
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds");
+    api.install_crds(&crds)
+        .unwrap_or_else(|e| panic!("installing {}: {e:#}", crds.display()));
+    api
+}
+
 /// The workspace's `coldctl`, built by `cargo build --workspace --bins` (scripts/test.sh does it
 /// before the system tests). Tests cannot build it themselves: cargo holds the build lock.
 pub fn coldctl_bin() -> PathBuf {

@@ -116,6 +116,15 @@ impl Env {
     }
 }
 
+/// Whether `expr` parses (a CRD's rules are checked when the CRD is written).
+pub(crate) fn compile(expr: &str) -> Result<(), CelError> {
+    match std::panic::catch_unwind(|| Program::compile(expr)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(CelError::Compile(e.to_string())),
+        Err(_) => Err(CelError::Compile(format!("cannot parse {expr:?}"))),
+    }
+}
+
 /// JSON to CEL: integers as `int` (as the apiserver types them), other numbers as `double`.
 pub(crate) fn from_json(v: &Value) -> Cel {
     match v {

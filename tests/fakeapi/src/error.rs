@@ -13,6 +13,8 @@ pub(crate) struct ApiError {
     pub(crate) reason: &'static str,
     pub(crate) message: String,
     details: Option<Value>,
+    /// The Status's list metadata (a `continue` token with a 410 for an expired one).
+    metadata: Option<Value>,
 }
 
 impl ApiError {
@@ -22,7 +24,20 @@ impl ApiError {
             reason,
             message,
             details: None,
+            metadata: None,
         }
+    }
+
+    /// Replaces the details (field errors' causes, see `field::invalid`).
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Sets the Status's `metadata` (e.g. `{"continue": token}`).
+    pub(crate) fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
     }
 
     fn about(mut self, t: &ResourceType, name: &str) -> Self {
@@ -152,7 +167,7 @@ impl ApiError {
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

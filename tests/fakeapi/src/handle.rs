@@ -161,12 +161,19 @@ impl FakeApi {
 
     /// Creates every object of a multi-document YAML stream (e.g. `kubectl kustomize deploy`'s
     /// output) whose kind the fake serves, and skips the others; returns how many it created.
+    /// A CustomResourceDefinition replaces one already installed.
     pub fn load_manifests(&self, yaml: &str) -> anyhow::Result<usize> {
         use serde::Deserialize as _;
         let mut created = 0;
         for doc in serde_yaml::Deserializer::from_str(yaml) {
             let obj = Value::deserialize(doc).context("parsing a YAML document")?;
             if obj.is_null() {
+                continue;
+            }
+            if obj["kind"] == "CustomResourceDefinition" {
+                // A definition installed before (`install_crds`) is replaced, as `apply` would.
+                self.install_crd(obj)?;
+                created += 1;
                 continue;
             }
             let served = self.shared.lock_store().type_of(&obj).is_some();
@@ -176,6 +183,53 @@ impl FakeApi {
             }
         }
         Ok(created)
+    }
+
+    /// Installs every CustomResourceDefinition in the `*.yaml` files of `dir` (e.g. the
+    /// repository's `deploy/crds`), replacing one already installed; other documents are
+    /// skipped. From then on the custom resources they define are validated, pruned and
+    /// defaulted by their schemas. Answers how many CRDs it installed.
+    pub fn install_crds(&self, dir: &Path) -> anyhow::Result<usize> {
+        use serde::Deserialize as _;
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        let mut installed = 0;
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let obj = Value::deserialize(doc)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                if obj["kind"] != "CustomResourceDefinition" {
+                    continue;
+                }
+                self.install_crd(obj)
+                    .with_context(|| format!("installing {}", path.display()))?;
+                installed += 1;
+            }
+        }
+        Ok(installed)
+    }
+
+    fn install_crd(&self, obj: Value) -> anyhow::Result<()> {
+        let mut store = self.shared.lock_store();
+        let ty = store.ensure_type(crate::crd::resource_type());
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let result = if store.get(ty, "", &name).is_ok() {
+            store.update(ty, "", &name, obj, Part::All)
+        } else {
+            store.create(ty, "", obj)
+        };
+        result.map(|_| ()).map_err(|e| anyhow::anyhow!(e.message))
     }
 
     /// An object by resource (`plural` or `plural.group`), namespace ("" for cluster-scoped)

@@ -14,24 +14,32 @@
 
 mod admission;
 mod auth;
+mod builtin;
 mod cel;
+mod crd;
 mod discovery;
 mod error;
 mod faults;
+mod field;
+mod fieldsel;
 mod fieldset;
 mod gate;
+mod gc;
 mod handle;
 mod managed;
 mod merge;
+mod paging;
 mod rbac;
 mod registry;
 mod routes;
+mod schema;
 mod selector;
 mod server;
 mod shape;
 mod store;
 mod time;
 mod watch;
+mod writes;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

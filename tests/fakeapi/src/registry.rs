@@ -96,11 +96,15 @@ pub fn default_resources() -> Vec<ResourceType> {
     vec![
         ResourceType::cluster("", "v1", "nodes", "Node").with_status(true),
         ResourceType::namespaced("", "v1", "secrets", "Secret"),
+        // Status kept on create, as for nodes: tests create pods as the kubelet would see them.
+        ResourceType::namespaced("", "v1", "pods", "Pod").with_status(true),
         ResourceType::namespaced("", "v1", "events", "Event"),
         ResourceType::namespaced("events.k8s.io", "v1", "events", "Event"),
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldmodels", "ColdModel"),
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldnodes", "ColdNode")
             .with_status(false),
+        // CRDs as objects: writing one gives its types their schema (`crd.rs`).
+        crate::crd::resource_type(),
         // Karpenter's, for the agent's `--deadline-action replace`.
         ResourceType::cluster("karpenter.sh", "v1", "nodeclaims", "NodeClaim"),
         // What the fake enforces once security is on (`FakeApi::enforce_security`).

@@ -254,6 +254,9 @@ fn serve(
                 (Ok(l), Ok(f)) => (l, f),
                 (Err(e), _) | (_, Err(e)) => return e.into_response(),
             };
+            if let Err(e) = crate::fieldsel::check(&shared.lock_store(), t.ty, &fields) {
+                return e.into_response();
+            }
             if rec.verb == "watch" {
                 let spec = WatchSpec {
                     ty: t.ty,
@@ -270,12 +273,10 @@ fn serve(
                 return watch::respond(shared.clone(), spec);
             }
             let store = shared.lock_store();
-            let items = store.list(t.ty, t.ns.as_deref(), &labels, &fields);
-            Ok((
-                StatusCode::OK,
-                json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
-                    "metadata": {"resourceVersion": store.rv().to_string()}, "items": items}),
-            ))
+            let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let cont = q.get("continue").map(String::as_str);
+            crate::paging::list(&store, t.ty, t.ns.as_deref(), &labels, &fields, limit, cont)
+                .map(|page| (StatusCode::OK, page.to_list(&rt)))
         }
         "get" => {
             let store = shared.lock_store();
@@ -326,19 +327,32 @@ fn serve(
             let name = t.name.as_deref().unwrap_or("");
             let check =
                 |s: &_, old: Option<&Value>, new: Option<&Value>| gate.admit(s, "DELETE", old, new);
-            store.delete_checked(t.ty, &ns, name, &check).map(|o| {
-                let details = json!({"name": name, "group": rt.group, "kind": rt.plural,
+            let policy = q
+                .get("propagationPolicy")
+                .cloned()
+                .or_else(|| body_policy(&body));
+            let policy = crate::gc::Propagation::parse(policy.as_deref());
+            policy
+                .and_then(|p| store.delete_with(t.ty, &ns, name, p, &check))
+                .map(|o| {
+                    let details = json!({"name": name, "group": rt.group, "kind": rt.plural,
                     "uid": o["metadata"]["uid"]});
-                let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                     "status": "Success", "details": details});
-                (StatusCode::OK, s)
-            })
+                    (StatusCode::OK, s)
+                })
         }
     };
     match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => e.into_response(),
     }
+}
+
+/// `propagationPolicy` of a DeleteOptions body, if any.
+fn body_policy(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("propagationPolicy")?.as_str().map(str::to_string)
 }
 
 /// The object a patch writes, and by whom.

@@ -88,11 +88,21 @@ impl Selector {
         Ok(Selector { reqs, fields })
     }
 
+    /// Whether the selector has no requirement (selects everything).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
+    /// The keys (label keys or field labels) the requirements name.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.reqs.iter().map(|(k, _)| k.as_str())
+    }
+
     /// Whether `obj` satisfies every requirement.
     pub(crate) fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(k, op)| {
             let v = if self.fields {
-                field(obj, k)
+                Some(crate::fieldsel::value(obj, k))
             } else {
                 obj.pointer("/metadata/labels")
                     .and_then(|l| l.get(k))
@@ -112,7 +122,7 @@ impl Selector {
 }
 
 /// A field's value as a string; a missing field reads as empty, as on the real server.
-fn field(obj: &Value, path: &str) -> Option<String> {
+pub(crate) fn field(obj: &Value, path: &str) -> Option<String> {
     let mut cur = obj;
     for part in path.split('.') {
         match cur.get(part) {

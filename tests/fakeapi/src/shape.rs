@@ -48,6 +48,8 @@ pub(crate) fn builtin(kind: &str, path: &[&str]) -> Option<Shape> {
 pub(crate) struct TypeShapes<'a> {
     /// The type's kind.
     pub(crate) kind: &'a str,
+    /// Its CRD schema, when it has one: then the only source.
+    pub(crate) schema: Option<&'a crate::schema::Schema>,
     /// Merge keys by list field name.
     pub(crate) by_name: &'a ListKeys,
 }
@@ -60,6 +62,7 @@ impl TypeShapes<'static> {
             std::sync::LazyLock::new(crate::merge::default_list_keys);
         TypeShapes {
             kind,
+            schema: None,
             by_name: &KEYS,
         }
     }
@@ -67,6 +70,12 @@ impl TypeShapes<'static> {
 
 impl Shapes for TypeShapes<'_> {
     fn shape(&self, path: &[&str]) -> Option<Shape> {
+        if let Some(schema) = self.schema {
+            return match path {
+                ["metadata", ..] => builtin(self.kind, path),
+                _ => schema.shape(path),
+            };
+        }
         if let Some(s) = builtin(self.kind, path) {
             return Some(s);
         }

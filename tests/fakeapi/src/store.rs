@@ -67,6 +67,8 @@ pub(crate) struct Store {
     next_uid: u64,
     pub(crate) list_keys: ListKeys,
     notify: watch::Sender<u64>,
+    /// The schemas CRDs give their types (see `crd.rs`).
+    pub(crate) schemas: BTreeMap<usize, crate::schema::Schema>,
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -95,6 +97,7 @@ impl Store {
             next_uid: 1,
             list_keys: merge::default_list_keys(),
             notify: watch::channel(1).0,
+            schemas: BTreeMap::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Store {
     pub(crate) fn shapes(&self, ty: usize) -> crate::shape::TypeShapes<'_> {
         crate::shape::TypeShapes {
             kind: &self.types[ty].kind,
+            schema: self.schema(ty),
             by_name: &self.list_keys,
         }
     }
@@ -172,6 +176,45 @@ impl Store {
             })
             .map(|(_, o)| o.clone())
             .collect()
+    }
+
+    /// Every stored object, by type, namespace and name.
+    pub(crate) fn objects(&self) -> &BTreeMap<Key, Value> {
+        &self.objects
+    }
+
+    /// Deletes an object without admission or garbage collection (the collector's own
+    /// deletes); records the event. Answers its last state.
+    pub(crate) fn remove(&mut self, key: &Key) -> Option<Value> {
+        let stored = self.objects.remove(key)?;
+        let mut obj = stored.clone();
+        let rv = self.bump();
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.record(Event {
+            rv,
+            ty: key.0,
+            change: Change::Deleted,
+            old: Some(stored),
+            object: obj.clone(),
+        });
+        Some(obj)
+    }
+
+    /// Stores a changed object without admission (the collector's own updates).
+    pub(crate) fn replace(&mut self, key: &Key, mut obj: Value) {
+        let Some(old) = self.objects.get(key).cloned() else {
+            return;
+        };
+        let rv = self.bump();
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.objects.insert(key.clone(), obj.clone());
+        self.record(Event {
+            rv,
+            ty: key.0,
+            change: Change::Modified,
+            old: Some(old),
+            object: obj,
+        });
     }
 
     fn bump(&mut self) -> u64 {
@@ -243,6 +286,12 @@ impl Store {
         {
             m.remove("status");
         }
+        // Name and namespace come from the request before validation, as on the real server.
+        obj["metadata"]["name"] = json!(name);
+        if t.namespaced {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        crate::writes::admit(self, ty, None, &mut obj)?;
         if let Owner::Update {
             manager,
             subresource,
@@ -286,6 +335,7 @@ impl Store {
             old: None,
             object: obj.clone(),
         });
+        crate::writes::settle(self, ty, &obj);
         Ok(obj)
     }
 
@@ -387,6 +437,7 @@ impl Store {
                 }
             }
         }
+        crate::writes::admit(self, ty, Some(&old), &mut result)?;
         if let Owner::Update {
             manager,
             subresource,
@@ -428,6 +479,7 @@ impl Store {
             old: Some(old),
             object: result.clone(),
         });
+        crate::writes::settle(self, ty, &result);
         Ok(result)
     }
 
@@ -444,25 +496,27 @@ impl Store {
         name: &str,
         check: Check<'_>,
     ) -> Result<Value, ApiError> {
+        self.delete_with(ty, ns, name, crate::gc::Propagation::default(), check)
+    }
+
+    /// [`Store::delete_checked`] with a propagation policy for the dependents (see `gc.rs`).
+    pub(crate) fn delete_with(
+        &mut self,
+        ty: usize,
+        ns: &str,
+        name: &str,
+        policy: crate::gc::Propagation,
+        check: Check<'_>,
+    ) -> Result<Value, ApiError> {
         let key = (ty, ns.to_string(), name.to_string());
         let stored = self
             .objects
             .get(&key)
             .ok_or_else(|| ApiError::not_found(&self.types[ty], name))?;
         check(self, Some(stored), None)?;
-        let mut obj = self
-            .objects
-            .remove(&key)
+        let obj = crate::gc::delete(self, &key, policy)
             .ok_or_else(|| ApiError::not_found(&self.types[ty], name))?;
-        let rv = self.bump();
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(Event {
-            rv,
-            ty,
-            change: Change::Deleted,
-            old: None,
-            object: obj.clone(),
-        });
+        crate::writes::settle_delete(self, ty, &obj);
         Ok(obj)
     }
 }
