@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod credentials;
+mod events;
 
 use credentials::SecretCredentials;
+use events::NodeEvents;
 
 use crate::agent::{Error, Reconcile};
 use crate::api::{ColdModel, ColdNode, Condition, Phase, WARMING_TAINT_KEY};
@@ -163,7 +165,7 @@ pub struct Cluster<I, W> {
     nodes: Watched<Node>,
     models: Watched<ColdModel>,
     coldnodes: Watched<ColdNode>,
-    recorder: Recorder,
+    events: NodeEvents,
     gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
     /// ColdModels skipped (and announced) last pass.
@@ -212,13 +214,9 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .namespace
             .as_deref()
             .map(|ns| Api::namespaced(clients.request.clone(), ns));
-        let reporter = Reporter {
-            controller: REPORTER.into(),
-            instance: Some(settings.node.clone()),
-        };
         Cluster {
             surface: NodeSurface::new(clients.request.clone(), settings.surface.clone()),
-            recorder: Recorder::new(clients.request, reporter),
+            events: NodeEvents::new(clients.request, &settings.node),
             creds: SecretCredentials {
                 secrets,
                 fallback: settings.pull_secret.clone(),
@@ -438,27 +436,12 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
     }
 
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let node = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(self.settings.node.clone()),
-            uid: self
-                .nodes
-                .store
-                .get(&ObjectRef::new(&self.settings.node))
-                .and_then(|n| n.metadata.uid.clone()),
-            ..ObjectReference::default()
-        };
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(node::event_note(note)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &node).await {
-            debug!(error = %e, reason, "cannot record event");
-        }
+        let uid = self
+            .nodes
+            .store
+            .get(&ObjectRef::new(&self.settings.node))
+            .and_then(|n| n.metadata.uid.clone());
+        self.events.publish(uid, type_, reason, action, note).await;
     }
 }
 

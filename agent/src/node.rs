@@ -448,21 +448,6 @@ fn node_owner(node: &Node) -> Option<OwnerReference> {
     })
 }
 
-/// Longest Event note the API server stores (`events.k8s.io/v1` refuses longer ones).
-pub const EVENT_NOTE_LIMIT: usize = 1024;
-
-/// `note` cut to [`EVENT_NOTE_LIMIT`] bytes at a character boundary, ending in `...` when cut.
-pub fn event_note(note: String) -> String {
-    if note.len() <= EVENT_NOTE_LIMIT {
-        return note;
-    }
-    let mut end = EVENT_NOTE_LIMIT - 3;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &note[..end])
-}
-
 fn is_ours(type_: &str) -> bool {
     type_ == CONDITION_MODELS_WARM || type_ == CONDITION_GPU_HEALTHY
 }

@@ -329,15 +329,3 @@ async fn the_coldnode_is_owned_by_its_node_new_or_existing() {
         json!([other, {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": uid}])
     );
 }
-
-#[test]
-fn event_notes_are_cut_to_the_api_limit_on_a_char_boundary() {
-    assert_eq!(event_note("short".into()), "short");
-    let exact = "x".repeat(EVENT_NOTE_LIMIT);
-    assert_eq!(event_note(exact.clone()), exact);
-    let long = "é".repeat(1500);
-    let cut = event_note(long);
-    assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
-    assert!(cut.ends_with("..."));
-    assert!(cut.trim_end_matches("...").chars().all(|c| c == 'é'));
-}
