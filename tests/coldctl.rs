@@ -35,7 +35,6 @@ struct Cluster {
 
 fn cluster() -> Cluster {
     let api = common::fake_api();
-    api.merge_list_by("models", &["name"]);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     api.kubeconfig(&kubeconfig).unwrap();

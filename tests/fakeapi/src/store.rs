@@ -438,6 +438,18 @@ impl Store {
             }
         }
         crate::writes::admit(self, ty, Some(&old), &mut result)?;
+        if *owner == Owner::Applied {
+            // The apply computed them on the whole object; a status write keeps only `.status`
+            // of it above, so they are carried over here.
+            match new.pointer("/metadata/managedFields") {
+                Some(v) => result["metadata"]["managedFields"] = v.clone(),
+                None => {
+                    if let Some(m) = result["metadata"].as_object_mut() {
+                        m.remove("managedFields");
+                    }
+                }
+            }
+        }
         if let Owner::Update {
             manager,
             subresource,

@@ -135,3 +135,45 @@ async fn merge_patches_take_ownership_without_conflict() {
     );
     assert!(s.message.ends_with(": .spec.revision"), "{}", s.message);
 }
+
+#[tokio::test]
+async fn a_status_apply_with_an_empty_list_map_removes_the_managers_items() {
+    let api = FakeApi::start(Options::default()).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    api.install_crds(&dir).unwrap();
+    let client = Client::try_from(Config::new(api.url().parse().unwrap())).unwrap();
+    let gvk = GroupVersionKind::gvk("coldstart.dev", "v1alpha1", "ColdNode");
+    let nodes: Api<DynamicObject> = Api::all_with(
+        client,
+        &ApiResource::from_gvk_with_plural(&gvk, "coldnodes"),
+    );
+    api.create(
+        json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
+        "metadata": {"name": "n1"}, "spec": {}}),
+    )
+    .unwrap();
+    let pp = PatchParams::apply("coldstart-agent").force();
+    let status = |models: Value| {
+        json!({"apiVersion": "coldstart.dev/v1alpha1", "kind": "ColdNode",
+            "status": {"phase": "Ready", "models": models}})
+    };
+    let one = nodes
+        .patch_status(
+            "n1",
+            &pp,
+            &Patch::Apply(status(json!([{"name": "m", "phase": "Ready"}]))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        one.data["status"]["models"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        one.data
+    );
+    let two = nodes
+        .patch_status("n1", &pp, &Patch::Apply(status(json!([]))))
+        .await
+        .unwrap();
+    assert_eq!(two.data["status"]["models"], json!([]), "{:?}", two);
+}

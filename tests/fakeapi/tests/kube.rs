@@ -223,10 +223,12 @@ async fn apply_node_conditions_merges_by_type() {
         .create(&PostParams::default(), &node("n1", json!({})))
         .await
         .unwrap();
+    // Two managers' conditions merge by type; each owns its own.
     let pp = PatchParams::apply("coldstart-agent").force();
+    let other = PatchParams::apply("gpu-monitor").force();
     let gpu = json!([{"type": "ColdstartGPUHealthy", "status": "True", "reason": "Healthy"}]);
     nodes
-        .patch_status("n1", &pp, &Patch::Apply(conditions_patch(gpu)))
+        .patch_status("n1", &other, &Patch::Apply(conditions_patch(gpu)))
         .await
         .unwrap();
     let warm = json!([{"type": "ColdstartModelsWarm", "status": "False", "reason": "Warming"}]);
@@ -263,6 +265,18 @@ async fn apply_node_conditions_merges_by_type() {
     assert_eq!(
         (r.resource.as_str(), r.field_manager.as_deref()),
         ("nodes/status", Some("coldstart-agent"))
+    );
+    // A manager that stops applying its condition removes it, and only it.
+    let n = nodes
+        .patch_status("n1", &other, &Patch::Apply(conditions_patch(json!([]))))
+        .await
+        .unwrap();
+    assert_eq!(
+        condition_types(&n),
+        [
+            ("Ready".into(), "True".into()),
+            ("ColdstartModelsWarm".into(), "True".into())
+        ]
     );
     // Apply needs apiVersion and kind, as on the real server.
     let r = nodes
