@@ -203,6 +203,12 @@ impl CliError {
 #[error("{0}")]
 pub struct NotFound(pub String);
 
+/// A write would change fields another field manager owns (`warm` without
+/// `--force-conflicts`): kind `conflict`, exit 1. The message names the manager and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Conflict(pub String);
+
 /// Prints a verb's result or failure in `format`; returns the exit code.
 pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     match result {
@@ -220,10 +226,7 @@ pub fn kind(err: &anyhow::Error) -> String {
     if err.downcast_ref::<NotFound>().is_some() {
         return "not_found".into();
     }
-    if err
-        .downcast_ref::<crate::commands::warm::Conflict>()
-        .is_some()
-    {
+    if err.downcast_ref::<Conflict>().is_some() {
         return "conflict".into();
     }
     if let Some(e) = err.downcast_ref::<ConnectError>() {

@@ -6,7 +6,6 @@
 //! models file (see [`node`]).
 
 mod cluster;
-pub use cluster::Conflict;
 mod here;
 mod image;
 mod model;

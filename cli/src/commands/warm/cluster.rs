@@ -21,7 +21,7 @@ use crate::{Cli, rollup, wait};
 mod tests;
 mod write;
 
-pub use write::{Conflict, default_field_manager};
+pub use write::default_field_manager;
 
 /// What the command line asks of the ColdModel's spec; `None`/empty leaves a field as it is.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -23,15 +23,10 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
 use super::{Applied, Changes};
-use crate::report::NotFound;
+use crate::report::{Conflict, NotFound};
 
 /// Reads and writes before giving up on a ColdModel that keeps changing under us.
 pub const ATTEMPTS: u32 = 5;
-
-/// Another manager owns fields `warm` would change.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Conflict(pub String);
 
 /// The field manager of a user who gave none: `coldctl-<login>` (`$USER`, `$LOGNAME`), so
 /// two operators' fields are told apart; plain `coldctl` when no login is known.
