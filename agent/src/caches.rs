@@ -121,6 +121,8 @@ mod tests_gc;
 #[cfg(test)]
 mod tests_hostile;
 #[cfg(test)]
+mod tests_miss;
+#[cfg(test)]
 mod tests_scope;
 #[cfg(test)]
 mod tests_support;
