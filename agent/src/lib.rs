@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod backoff;
+pub mod caches;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
