@@ -135,13 +135,29 @@ pub struct SecretKeyRef {
     pub key: Option<String>,
 }
 
-/// Compile-cache policy.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+/// Compile-cache policy: a scope per (model, image digest, GPU product) under
+/// `<cache root>/compile/`, mounted by the model's pods through a stable per-model path.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompileCachePolicy {
     /// Keep compile caches for this model on the node. Defaults to true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// User id that owns the scope's directories: the uid the model's pods run as (hostPath
+    /// volumes ignore `fsGroup`). Defaults to 0, the vLLM image's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group id that owns them (directories are group-writable). Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Seconds the scope's tree must stay unchanged (files, bytes, newest mtime) after a pod
+    /// using it is Ready before it is sealed. Defaults to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_period_seconds: Option<u32>,
+    /// Where pods mount the cache (the same on every node). Defaults to
+    /// `/coldstart/compile-cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
 }
 
 /// Snapshot policy.
@@ -225,12 +241,55 @@ pub struct ColdNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub skipped: Vec<SkippedModel>,
+    /// Compile-cache scopes on this node, keyed by scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["scope"]))]
+    pub compile_caches: Vec<CompileCacheStatus>,
     /// GPU inventory and health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuStatus>,
     /// When the agent last wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Time>,
+}
+
+/// One compile-cache scope on a node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileCacheStatus {
+    /// The scope's directory name under `<cache root>/compile/scopes/`.
+    pub scope: String,
+    /// The ColdModel it belongs to.
+    pub model: String,
+    /// The image digest of the scope's key.
+    pub image_digest: String,
+    /// The GPU product name of the scope's key.
+    pub gpu_product: String,
+    /// The model's pods mount this scope now (the per-model path points at it).
+    #[serde(default)]
+    pub current: bool,
+    /// A pod using it is running.
+    #[serde(default)]
+    pub in_use: bool,
+    /// Newest sealed generation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Bytes in the scope's tree.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Files in the scope's tree.
+    #[serde(default)]
+    pub files: u64,
+    /// Files and bytes written since the newest seal are sealed (false while pods compile).
+    #[serde(default)]
+    pub sealed: bool,
+    /// When a pod using it last became Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Time>,
+    /// Set when pods keep compiling into new hash directories (the cache is inert: their
+    /// arguments or environment differ): the differing directories and factors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inert: Option<String>,
 }
 
 /// A ColdModel the agent does not serve, and why.

@@ -205,6 +205,8 @@ pub fn plan(inp: &Inputs<'_>, limits: &Limits) -> Plan {
             phase: status::overall(&statuses),
             models: statuses,
             skipped: skipped(inp.models, inp.node_labels),
+            // The caches keeper reports the scopes after the pass (they are not planned here).
+            compile_caches: Vec::new(),
             gpu: inp.current.and_then(|c| c.gpu.clone()),
             updated_at: None,
         },
