@@ -20,6 +20,7 @@
 //! reports status and metrics; this module gives it the steps.
 
 pub mod gc;
+pub mod keeper;
 pub mod layout;
 pub mod leases;
 pub mod miss;
