@@ -20,6 +20,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "cluster/compile.rs"]
+mod compile;
 mod support;
 
 use std::path::{Path, PathBuf};

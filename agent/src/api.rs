@@ -35,6 +35,9 @@ pub const WARMING_TAINT_VALUE: &str = "true";
 pub const MODEL_LABEL_PREFIX: &str = "coldstart.dev/model.";
 /// Value of the per-model node label once the model is warm on the node.
 pub const MODEL_LABEL_READY: &str = "ready";
+/// Label on a model's pods naming the ColdModel they serve (`coldstart.dev/model: <name>`):
+/// the agent counts such pods as users of the model's compile caches.
+pub const POD_MODEL_LABEL: &str = "coldstart.dev/model";
 /// Node condition: the node's GPUs are healthy.
 pub const CONDITION_GPU_HEALTHY: &str = "ColdstartGPUHealthy";
 /// Node condition: every model selected for the node is warm.

@@ -11,26 +11,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod compile;
 mod credentials;
 mod events;
+mod watched;
 
+use compile::CompileCaches;
+pub use compile::{NO_GPU, Settings as CompileSettings};
 use credentials::SecretCredentials;
 use events::NodeEvents;
+use watched::{Watched, watch};
 
 use crate::agent::{Error, Reconcile};
 use crate::api::{ColdModel, ColdNode, Condition, Phase, WARMING_TAINT_KEY};
@@ -68,6 +71,8 @@ pub struct Settings {
     pub pull_secret: Option<DockerConfig>,
     /// What happens past the warming deadline besides the condition and the Event.
     pub deadline_action: DeadlineAction,
+    /// Compile caches: where, and their budget.
+    pub compile: CompileSettings,
 }
 
 /// The Kubernetes clients: one for watches (long reads, the client's own retries) and one for
@@ -97,51 +102,6 @@ impl Clients {
     }
 }
 
-/// A reflector store and whether its watch has listed once.
-struct Watched<K: kube::Resource + 'static>
-where
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    store: Store<K>,
-    synced: Arc<AtomicBool>,
-    task: JoinHandle<()>,
-}
-
-fn watch<K>(api: Api<K>, cfg: watcher::Config, wake: Arc<Notify>) -> Watched<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let synced = Arc::new(AtomicBool::new(false));
-    let flag = synced.clone();
-    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::InitDone) => {
-                    flag.store(true, Ordering::Release);
-                    wake.notify_one();
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => wake.notify_one(),
-                Err(e) => warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying"),
-            }
-        }
-    });
-    Watched {
-        store,
-        synced,
-        task,
-    }
-}
-
 /// What one pass decided.
 struct Planned {
     plan: Plan,
@@ -166,6 +126,7 @@ pub struct Cluster<I, W> {
     models: Watched<ColdModel>,
     coldnodes: Watched<ColdNode>,
     events: NodeEvents,
+    compile: CompileCaches,
     gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
     /// ColdModels skipped (and announced) last pass.
@@ -208,7 +169,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         let coldnodes = watch(
             Api::all(clients.watch.clone()),
             watcher::Config::default().fields(&by_name),
-            wake,
+            wake.clone(),
         );
         let secrets = settings
             .namespace
@@ -217,6 +178,12 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         Cluster {
             surface: NodeSurface::new(clients.request.clone(), settings.surface.clone()),
             events: NodeEvents::new(clients.request, &settings.node),
+            compile: CompileCaches::new(
+                settings.compile.clone(),
+                clients.watch.clone(),
+                &settings.node,
+                wake,
+            ),
             creds: SecretCredentials {
                 secrets,
                 fallback: settings.pull_secret.clone(),
@@ -295,10 +262,11 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             warming_deadline: if has_taint { deadline } else { None },
             now,
         };
-        let plan = self
+        let mut plan = self
             .warmer
             .pass(inputs, &self.settings.limits, &self.creds)
             .await;
+        plan.status.compile_caches = self.compile.pass(&models, &plan, &gpu, now).await;
         Planned {
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,
@@ -471,5 +439,6 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Cluster<I, W> 
         for task in [&self.nodes.task, &self.models.task, &self.coldnodes.task] {
             task.abort();
         }
+        self.compile.stop();
     }
 }

@@ -21,6 +21,9 @@ mod validate;
 pub use crate::node::DeadlineAction;
 pub use validate::{is_dns_label, is_dns_subdomain};
 
+/// Default `--compile-cache-budget`: 100 GiB.
+pub const DEFAULT_COMPILE_CACHE_BUDGET: u64 = 100 << 30;
+
 /// Default admin address (`/healthz`, `/readyz`, `/metrics`) in cluster mode; the DaemonSet
 /// sets it explicitly all the same.
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9464";
@@ -114,6 +117,10 @@ pub struct RunArgs {
     /// evicted to fit.
     #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE")]
     pub cache_budget: Option<String>,
+    /// Most bytes the compile caches (`<cache root>/compile`) may hold; least recently used
+    /// scopes not in use and not leased are evicted to fit [default: 100GiB].
+    #[arg(long, env = "COLDSTART_COMPILE_CACHE_BUDGET", value_name = "SIZE")]
+    pub compile_cache_budget: Option<String>,
     /// GPUs this node must have before the startup taint goes: `auto` (the node's
     /// nvidia.com/gpu capacity, else at least one if NVML loads), `none`, or a count [default: auto].
     #[arg(long, env = "COLDSTART_GPUS_EXPECTED", value_name = "auto|none|N")]
@@ -187,6 +194,8 @@ pub struct FileConfig {
     pub weight_syncs: Option<usize>,
     /// See [`RunArgs::cache_budget`].
     pub cache_budget: Option<String>,
+    /// See [`RunArgs::compile_cache_budget`].
+    pub compile_cache_budget: Option<String>,
     /// See [`RunArgs::gpus_expected`] (`"auto"`, `"none"` or `"4"`).
     pub gpus_expected: Option<String>,
     /// See [`RunArgs::nvml_library`].
@@ -244,6 +253,8 @@ pub struct Config {
     pub weight_syncs: usize,
     /// Byte budget of the Hub cache.
     pub cache_budget: Option<u64>,
+    /// Byte budget of the compile caches.
+    pub compile_cache_budget: u64,
     /// GPUs this node must have.
     pub gpus_expected: GpusExpected,
     /// NVML library; `None`: the default name.
@@ -391,6 +402,15 @@ impl RunArgs {
                     )
                 }
                 None => None,
+            },
+            compile_cache_budget: match self.compile_cache_budget.or(file.compile_cache_budget) {
+                Some(text) => {
+                    crate::weights::budget::parse_size(&text).map_err(|e| Error::Invalid {
+                        setting: "compile-cache-budget",
+                        reason: e.to_string(),
+                    })?
+                }
+                None => DEFAULT_COMPILE_CACHE_BUDGET,
             },
             gpus_expected: match (self.gpus_expected, file.gpus_expected) {
                 (Some(g), _) => g,

@@ -274,6 +274,10 @@ fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
         warming_deadline: cfg.warming_deadline,
         pull_secret,
         deadline_action: cfg.deadline_action,
+        compile: cluster::CompileSettings {
+            cache_root: cfg.cache_root.clone(),
+            budget: cfg.compile_cache_budget,
+        },
     })
 }
 
