@@ -266,7 +266,8 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .warmer
             .pass(inputs, &self.settings.limits, &self.creds)
             .await;
-        plan.status.compile_caches = self.compile.pass(&models, &plan, &gpu, now).await;
+        let metrics = self.warmer.metrics();
+        plan.status.compile_caches = self.compile.pass(&models, &plan, &gpu, now, metrics).await;
         Planned {
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,

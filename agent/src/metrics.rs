@@ -14,6 +14,7 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::api::{PartPhase, Phase};
 
+mod compile;
 mod gpu;
 #[cfg(test)]
 mod tests;
@@ -181,6 +182,7 @@ pub struct Metrics {
     node_warm: Histogram,
     startup_taint: Gauge,
     deadline_exceeded: Gauge,
+    compile: compile::CompileFamilies,
 }
 
 impl Default for Metrics {
@@ -318,7 +320,9 @@ impl Metrics {
             None,
             deadline_exceeded.clone(),
         );
+        let compile = compile::CompileFamilies::register(&mut families);
         Metrics {
+            compile,
             registry: families.registry,
             names: families.names,
             last_pass,

@@ -113,6 +113,14 @@ fn exercised() -> Metrics {
     m.observe_node_warm(60.0);
     m.set_startup_taint(true);
     m.set_warming_deadline_exceeded(false);
+    let scope = coldstart_agent::api::CompileCacheStatus {
+        scope: "s".into(),
+        model: "m".into(),
+        current: true,
+        bytes: 1,
+        ..Default::default()
+    };
+    m.compile_caches(&[scope], &[("s".into(), 1)], 1);
     m
 }
 

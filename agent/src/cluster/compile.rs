@@ -23,6 +23,7 @@ use crate::api::{ColdModel, CompileCacheStatus, POD_MODEL_LABEL, PartPhase, name
 use crate::caches::CacheRoot;
 use crate::caches::keeper::{Inputs, Keeper, PodUse, Report, Want};
 use crate::gpu::GpuReport;
+use crate::metrics::Metrics;
 use crate::plan::Plan;
 
 /// GPU product recorded in the scope key of a node without GPUs (CPU-only tests, a node whose
@@ -87,12 +88,13 @@ impl CompileCaches {
         plan: &Plan,
         gpu: &GpuReport,
         now: Timestamp,
+        metrics: &Metrics,
     ) -> Vec<CompileCacheStatus> {
         if self.running.as_ref().is_some_and(JoinHandle::is_finished)
             && let Some(task) = self.running.take()
         {
             match task.await {
-                Ok(report) => self.take(report),
+                Ok(report) => self.take(report, metrics),
                 Err(e) => warn!(error = %e, "the compile-cache pass did not finish"),
             }
         }
@@ -107,7 +109,9 @@ impl CompileCaches {
         self.statuses.clone()
     }
 
-    fn take(&mut self, report: Report) {
+    fn take(&mut self, report: Report, metrics: &Metrics) {
+        let evicted: u64 = report.evicted.iter().map(|(_, b)| b).sum();
+        metrics.compile_caches(&report.statuses, &report.sealed, evicted);
         for (scope, generation) in &report.sealed {
             info!(%scope, generation, "compile cache sealed");
         }

@@ -213,3 +213,43 @@ fn family_names_are_the_exposed_names_of_every_family() {
         }
     }
 }
+
+#[test]
+fn compile_caches_report_bytes_inert_seals_and_evictions() {
+    use crate::api::CompileCacheStatus;
+    let m = Metrics::new();
+    let scope = |name: &str, model: &str, bytes: u64, inert: bool| CompileCacheStatus {
+        scope: name.into(),
+        model: model.into(),
+        current: true,
+        bytes,
+        inert: inert.then(|| "two keys".to_string()),
+        ..CompileCacheStatus::default()
+    };
+    let scopes = [scope("a1", "a", 100, false), scope("b1", "b", 7, true)];
+    m.compile_caches(&scopes, &[("a1".into(), 1)], 50);
+    let t = text(&m);
+    assert!(
+        t.contains(r#"coldstart_compile_cache_bytes{model="a"} 100"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_compile_cache_inert{model="b"} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_compile_cache_inert{model="a"} 0"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"coldstart_compile_cache_seals_total{model="a"} 1"#),
+        "{t}"
+    );
+    assert!(
+        t.contains("coldstart_compile_cache_evicted_bytes_total 50"),
+        "{t}"
+    );
+    // A model whose scopes are gone leaves no series behind.
+    m.compile_caches(&scopes[..1], &[], 0);
+    assert!(!text(&m).contains(r#"model="b""#));
+}
