@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "coldctl/cache.rs"]
+mod cache;
 mod common;
 #[path = "coldctl/kinds.rs"]
 mod kinds;

@@ -15,11 +15,13 @@
 //! - [`miss`]: several hash directories for one scope (the cache is inert) and why.
 //! - [`gc`]: the byte budget over all scopes, least recently used first.
 //! - [`leases`]: retention leases that keep files (or whole scopes) from GC.
+//! - [`inuse`]: which scopes a process on this node holds open (a scan of `/proc`).
 //!
 //! Not wired yet: the daemon's loop decides when a scope is in use, quiet and sealed, and
 //! reports status and metrics; this module gives it the steps.
 
 pub mod gc;
+pub mod inuse;
 pub mod keeper;
 pub mod layout;
 pub mod leases;
@@ -121,6 +123,8 @@ pub type UnixNanos = i64;
 mod tests_gc;
 #[cfg(test)]
 mod tests_hostile;
+#[cfg(test)]
+mod tests_inuse;
 #[cfg(test)]
 mod tests_miss;
 #[cfg(test)]

@@ -169,7 +169,7 @@ pub struct SyncArgs {
     pub kill_at: Option<PublishStep>,
     /// Most bytes the cache may hold, all models together (`500GiB`, `200G`, `1048576`): past
     /// it, models not wanted are evicted least recently used first before downloading.
-    #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_budget,
+    #[arg(long, env = "COLDSTART_CACHE_BUDGET", value_name = "SIZE", value_parser = parse_size,
           help_heading = SYNC)]
     pub cache_budget: Option<u64>,
 }
@@ -179,8 +179,9 @@ fn parse_step(text: &str) -> Result<PublishStep, String> {
     PublishStep::parse(text).ok_or_else(|| format!("no publish step named {text:?}"))
 }
 
-/// `--cache-budget` through the library's parser (a clear usage error on garbage).
-fn parse_budget(text: &str) -> Result<u64, String> {
+/// A size flag (`--cache-budget`, `cache gc --budget`) through the library's parser (a clear
+/// usage error on garbage).
+pub fn parse_size(text: &str) -> Result<u64, String> {
     budget::parse_size(text).map_err(|e| e.to_string())
 }
 

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod cache;
 pub mod completion;
 pub mod nodes;
 pub mod status;

@@ -99,6 +99,8 @@ enum Command {
     Unwarm(commands::unwarm::Args),
     /// One row per node with an agent: phase, models ready, GPU health, last update.
     Nodes(commands::nodes::Args),
+    /// Compile caches on the nodes: the pod spec parts (`env`), the scopes (`list`), GC (`gc`).
+    Cache(commands::cache::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(commands::completion::Args),
     /// coldctl's version and, when it answers, the local agent's.
@@ -168,6 +170,7 @@ async fn run(cli: &Cli) -> Result<Output, CliError> {
         Command::Status(args) => commands::status::run(cli, args).await,
         Command::Unwarm(args) => commands::unwarm::run(cli, args).await,
         Command::Nodes(args) => commands::nodes::run(cli, args).await,
+        Command::Cache(args) => commands::cache::run(cli, args).await,
         Command::Completion(args) => commands::completion::run(args),
         Command::Version(args) => commands::version::run(cli, args).await,
     }

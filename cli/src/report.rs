@@ -209,6 +209,12 @@ pub struct NotFound(pub String);
 #[error("{0}")]
 pub struct Conflict(pub String);
 
+/// A model's compile-cache policy is disabled (`cache env`): kind `cache_disabled`, exit 1.
+/// The message names the model and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CacheDisabled(pub String);
+
 /// Prints a verb's result or failure in `format`; returns the exit code.
 pub fn render(result: &Result<Output, CliError>, format: Format) -> u8 {
     match result {
@@ -229,6 +235,9 @@ pub fn kind(err: &anyhow::Error) -> String {
     if err.downcast_ref::<Conflict>().is_some() {
         return "conflict".into();
     }
+    if err.downcast_ref::<CacheDisabled>().is_some() {
+        return "cache_disabled".into();
+    }
     if let Some(e) = err.downcast_ref::<ConnectError>() {
         return e.kind().into();
     }
@@ -236,6 +245,9 @@ pub fn kind(err: &anyhow::Error) -> String {
         return e.metric_label().into();
     }
     if let Some(e) = err.downcast_ref::<coldstart_agent::weights::Error>() {
+        return e.metric_label().into();
+    }
+    if let Some(e) = err.downcast_ref::<coldstart_agent::caches::Error>() {
         return e.metric_label().into();
     }
     if let Some(e) = err.downcast_ref::<coldstart_agent::standalone::ClientError>() {

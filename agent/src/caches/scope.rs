@@ -110,9 +110,9 @@ impl Scope {
     }
 }
 
-/// ColdModel names are DNS subdomains (the API server enforces it); we check again because the
-/// name becomes a path component.
-fn validate_model(model: &str) -> Result<(), Error> {
+/// Checks that `model` can name a scope's model: ColdModel names are DNS subdomains (the API
+/// server enforces it); we check again because the name becomes a path component.
+pub fn validate_model(model: &str) -> Result<(), Error> {
     let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
     let bytes = model.as_bytes();
     if bytes.is_empty() || bytes.len() > 253 || !bytes.iter().all(|&b| ok_char(b)) {
