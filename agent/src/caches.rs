@@ -28,6 +28,7 @@ pub mod leases;
 pub mod miss;
 mod pycheck;
 pub mod quiet;
+pub mod runner;
 pub mod scope;
 pub mod seal;
 pub mod walk;

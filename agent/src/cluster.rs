@@ -29,8 +29,8 @@ mod credentials;
 mod events;
 mod watched;
 
+pub use crate::caches::runner::Settings as CompileSettings;
 use compile::CompileCaches;
-pub use compile::{NO_GPU, Settings as CompileSettings};
 use credentials::SecretCredentials;
 use events::NodeEvents;
 use watched::{Watched, watch};

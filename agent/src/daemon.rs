@@ -292,6 +292,10 @@ fn standalone_settings(cfg: &Config) -> standalone::Settings {
             ..Limits::default()
         },
         pull_secret: cfg.pull_secret.clone(),
+        compile: crate::caches::runner::Settings {
+            cache_root: cfg.cache_root.clone(),
+            budget: cfg.compile_cache_budget,
+        },
     }
 }
 

@@ -25,6 +25,7 @@ use crate::warmer::{CredentialError, Credentials, PassInputs, Warmer};
 use crate::weights::Weights;
 
 pub mod client;
+mod compile;
 mod edit;
 mod live;
 mod models;
@@ -97,6 +98,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Registry credentials used when a model names no pull secret.
     pub pull_secret: Option<PathBuf>,
+    /// Compile caches: where, and their budget.
+    pub compile: crate::caches::runner::Settings,
 }
 
 /// Credentials from the files the models name, else the agent's defaults. The Hub token
@@ -143,6 +146,7 @@ pub struct Standalone<I, W> {
     shared: Shared,
     current: Option<ColdNodeStatus>,
     gpu: Option<Arc<gpu::Monitor>>,
+    compile: compile::CompileCaches,
 }
 
 impl<I, W> std::fmt::Debug for Standalone<I, W> {
@@ -158,7 +162,9 @@ impl<I, W> Standalone<I, W> {
     /// The pass over `warmer`; `wake` is notified when the models file changes.
     pub fn new(settings: Settings, warmer: Warmer<I, W>, wake: Arc<Notify>) -> Standalone<I, W> {
         let source = DesiredSource::new(ModelsFile::new(settings.models_file.clone()), wake);
+        let compile = compile::CompileCaches::new(settings.compile.clone(), "/proc".into());
         Standalone {
+            compile,
             status_file: StatusFile::new(settings.state_dir.clone(), STATUS_REFRESH),
             settings,
             warmer,
@@ -220,6 +226,18 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Standalone<I, 
         let mut plan = self
             .warmer
             .pass(inputs, &self.settings.limits, &creds)
+            .await;
+        let metrics = self.warmer.metrics();
+        plan.status.compile_caches = self
+            .compile
+            .pass(
+                &self.source.desired().entries,
+                &models,
+                &plan,
+                gpu.as_ref(),
+                now,
+                metrics,
+            )
             .await;
         plan.status.updated_at = Some(Time(now));
         debug!(

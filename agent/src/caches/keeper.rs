@@ -56,6 +56,10 @@ pub struct Inputs {
     pub gpu_product: String,
     /// Pods per model name.
     pub pods: BTreeMap<String, PodUse>,
+    /// Scopes a process on the node holds open: in use too.
+    pub held: BTreeSet<String>,
+    /// Scan this `/proc` for processes holding scopes (standalone mode), adding to `held`.
+    pub proc_root: Option<PathBuf>,
     /// `--compile-cache-budget`, bytes.
     pub budget: Option<u64>,
     /// Now, nanoseconds since the epoch.
@@ -156,6 +160,13 @@ impl Keeper {
                 return report;
             }
         };
+        let mut held = inp.held.clone();
+        if let Some(proc_root) = &inp.proc_root {
+            match super::inuse::scan(proc_root, &self.root) {
+                Ok(found) => held.extend(found.into_keys()),
+                Err(e) => report.errors.push(("in-use scan".into(), e)),
+            }
+        }
         let running: BTreeSet<&str> = inp
             .pods
             .iter()
@@ -164,7 +175,7 @@ impl Keeper {
             .collect();
         let in_use: BTreeSet<String> = scopes
             .iter()
-            .filter(|s| running.contains(s.key.model.as_str()))
+            .filter(|s| running.contains(s.key.model.as_str()) || held.contains(&s.name))
             .map(|s| s.name.clone())
             .collect();
         for s in &scopes {

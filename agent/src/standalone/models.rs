@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use crate::api::{ColdModel, ColdModelSpec, model_name};
+use crate::api::{ColdModel, ColdModelSpec, CompileCachePolicy, model_name};
 use crate::images::ImageRef;
 use crate::weights::RepoId;
 use crate::weights::filter::Filter;
@@ -51,6 +51,33 @@ pub struct ModelEntry {
     /// Docker `config.json` with credentials for the image (else the agent's `--pull-secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secret: Option<PathBuf>,
+    /// The serving process's health URL (`http://127.0.0.1:8000/health`): while it answers
+    /// 2xx the model's compile cache is in use, and the first answer after none marks it
+    /// used (what a pod turning Ready does in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_url: Option<String>,
+    /// Compile-cache policy (`[model.compile-cache]`: `enabled`, `uid`, `gid`,
+    /// `quiet-period-seconds`, `mount-path`), as a ColdModel's `compileCache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cache: Option<CompileCacheEntry>,
+}
+
+/// `[model.compile-cache]` of a models file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompileCacheEntry {
+    /// Keep compile caches for this model (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Owner uid of the scope (the serving process's user; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Owner gid of the scope (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Seconds of quiet before a seal (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_period_seconds: Option<u32>,
 }
 
 /// An entry with the name the agent knows it by ([`model_name`] of its repo).
@@ -81,6 +108,8 @@ impl ModelEntry {
             image: None,
             token_file: None,
             pull_secret: None,
+            health_url: None,
+            compile_cache: None,
         }
     }
 
@@ -114,6 +143,16 @@ impl ModelEntry {
                 ));
             }
         }
+        if let Some(url) = &self.health_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "model {}: health-url {url:?} is not an http(s) URL",
+                    self.repo
+                ));
+            }
+        }
         Ok(model_name(&repo))
     }
 
@@ -131,7 +170,13 @@ impl ModelEntry {
                 image: self.image.clone(),
                 image_pull_secret_ref: None,
                 node_selector: None,
-                compile_cache: None,
+                compile_cache: self.compile_cache.as_ref().map(|c| CompileCachePolicy {
+                    enabled: c.enabled,
+                    uid: c.uid,
+                    gid: c.gid,
+                    quiet_period_seconds: c.quiet_period_seconds,
+                    mount_path: None,
+                }),
                 snapshot: None,
             },
         )

@@ -470,6 +470,10 @@ async fn the_pass_pulls_pins_and_syncs_with_the_files_credentials_and_lets_go_of
         state_dir: dir.path().join("state"),
         limits: Limits::default(),
         pull_secret: None,
+        compile: crate::caches::runner::Settings {
+            cache_root: dir.path().join("cache"),
+            budget: 1 << 30,
+        },
     };
     let mut pass = Standalone::new(settings, warmer, wake);
 

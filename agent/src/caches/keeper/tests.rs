@@ -51,6 +51,8 @@ fn inputs(digest: &str, pods: &[(&str, bool, &[&str])], now: i64) -> Inputs {
                 )
             })
             .collect(),
+        held: BTreeSet::new(),
+        proc_root: None,
         budget: None,
         now,
     }
@@ -175,4 +177,34 @@ fn pods_compiling_into_several_keys_are_reported_inert() {
         inert.contains("aaaaaaaaaa") && inert.contains("bbbbbbbbbb"),
         "{inert}"
     );
+}
+
+#[test]
+fn a_process_holding_a_scope_keeps_it_from_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = Keeper::new(dir.path());
+    k.pass(&inputs(D1, &[], t(100)));
+    let scope = scope::current_scope(k.root(), "m").unwrap().unwrap();
+    let tree = k.root().scope_dir(&scope);
+    write(&tree, "vllm/a.bin", &[0; 4096], 90);
+    // A process whose cwd is inside the scope, as a serving process outside Kubernetes.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .current_dir(tree.join("vllm"))
+        .spawn()
+        .unwrap();
+    let mut inp = inputs(D1, &[], t(200));
+    inp.proc_root = Some("/proc".into());
+    inp.budget = Some(0);
+    let r = k.pass(&inp);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(r.evicted.is_empty(), "{:?}", r.evicted);
+    assert!(r.statuses[0].in_use, "{:?}", r.statuses);
+    // Once it is gone, the budget of 0 evicts the scope.
+    let mut inp = inputs(D1, &[], t(300));
+    inp.proc_root = Some("/proc".into());
+    inp.budget = Some(0);
+    let r = k.pass(&inp);
+    assert_eq!(r.evicted.len(), 1, "{:?}", r.evicted);
 }
