@@ -7,7 +7,7 @@
 # the host, and runs in parallel on one tree do not see each other's mounts. The command's
 # process is this script's process (exec all the way down), so a caller's timeout kills it.
 #
-# Usage: scripts/torch-run.sh TREE [--bind DIR]... [--ro DIR]... -- CMD [ARG...]
+# Usage: scripts/torch-run.sh TREE [--bind DIR[:TARGET]]... [--ro DIR[:TARGET]]... -- CMD [ARG...]
 # The environment passes through (e.g. TORCHINDUCTOR_CACHE_DIR), except PATH and HOME, which
 # are the tree's, and variables that would point the tree's Python or loader at host files.
 # The command starts in / inside the tree. Root only.
@@ -28,15 +28,24 @@ unset COLDSTART_TORCH_RUN_NS
 [ $# -ge 1 ] || { log "usage: torch-run.sh TREE [--bind DIR]... [--ro DIR]... -- CMD..."; exit 2; }
 tree=$(realpath -e -- "$1"); shift
 [ -x "$tree/usr/bin/env" ] || { log "$tree is not a Debian tree (no usr/bin/env)"; exit 2; }
-binds=() modes=()
+binds=() targets=() modes=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --bind|--ro)
       [ $# -ge 2 ] || { log "$1 needs a directory"; exit 2; }
-      dir=$(realpath -e -- "$2")
-      [ -d "$dir" ] || { log "$2 is not a directory"; exit 2; }
+      # DIR, or DIR:TARGET to mount DIR at TARGET inside the tree (a pod's mount path).
+      src=${2%%:*} dst=${2#*:}
+      [ "$src" != "$2" ] || dst=
+      dir=$(realpath -e -- "$src")
+      [ -d "$dir" ] || { log "$src is not a directory"; exit 2; }
       [ "$dir" != / ] || { log "refusing to bind /"; exit 2; }
-      binds+=("$dir"); modes+=("$1"); shift 2 ;;
+      if [ -n "$dst" ]; then
+        case "$dst" in /*) ;; *) log "target $dst is not absolute"; exit 2 ;; esac
+        case "/$dst/" in */../*|*/./*) log "target $dst has . or .. parts"; exit 2 ;; esac
+      else
+        dst=$dir
+      fi
+      binds+=("$dir"); targets+=("$dst"); modes+=("$1"); shift 2 ;;
     --) shift; break ;;
     *) log "unexpected argument $1 (the command follows --)"; exit 2 ;;
   esac
@@ -61,7 +70,7 @@ ln -s /proc/self/fd/1 "$tree/dev/stdout"
 ln -s /proc/self/fd/2 "$tree/dev/stderr"
 # Targets under /tmp land on the tmpfs above; others are created in the tree (empty dirs).
 for i in "${!binds[@]}"; do
-  target="$tree${binds[$i]}"
+  target="$tree${targets[$i]}"
   mkdir -p "$target"
   mount --bind "${binds[$i]}" "$target"
   if [ "${modes[$i]}" = --ro ]; then

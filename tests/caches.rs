@@ -1,24 +1,28 @@
-//! The compile-cache port against real `torch.compile`: a scope made with the agent's caches
-//! API, the probe (`tests/torch/compile_probe.py`, Inductor on CPU in the torch tree of
-//! `scripts/torch-tree.sh`) run with exactly the env the port gives a pod, the quiet rule, a
-//! seal that lists the FX graph entries, and a second process on the same scope that hits
-//! Inductor's FX graph cache. The pod's mount path is the scope's host path: `torch-run.sh`
-//! binds host directories at the same path inside the tree.
+//! The compile caches against real `torch.compile`, as a pod meets them: the agent's keeper
+//! makes the scope and the model's link; `coldctl cache env MODEL --here -o json` says what to
+//! mount and which env to set; the probe (`tests/torch/compile_probe.py`, Inductor on CPU in
+//! the torch tree of `scripts/torch-tree.sh`) runs with the model's link bound at the printed
+//! mount path and exactly the printed env, as a container would; the keeper seals the scope
+//! once the "pod" is Ready and the tree is quiet (the manifest lists the FX graph entries), and
+//! a second process on the same scope hits Inductor's FX graph cache.
 //!
 //! Needs root and `scripts/test-env.sh` (the `torch <path>` line of
 //! `$COLDSTART_TESTENV/env`); CI runs it with `--include-ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use coldstart_agent::caches::quiet::{Observed, TreeStats, quiet};
-use coldstart_agent::caches::scope::{ensure_scope, point_model, record_used};
-use coldstart_agent::caches::{CacheRoot, Owner, ScopeKey, pod_env, seal, walk};
+use std::collections::{BTreeMap, BTreeSet};
+
+use coldstart_agent::api::CompileCachePolicy;
+use coldstart_agent::caches::keeper::{Inputs, Keeper, PodUse, Want};
+use coldstart_agent::caches::seal;
 use support::containerd::DEFAULT_TESTENV;
 use support::{SETUP_HINT, require_root, run_bounded};
 
@@ -30,6 +34,8 @@ const QUIET: Duration = Duration::from_secs(2);
 const QUIET_TIMEOUT: Duration = Duration::from_secs(60);
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The ColdModel name of the test.
+const MODEL: &str = "probe-model";
 
 /// The torch tree, from the `torch <path>` line of `$COLDSTART_TESTENV/env`.
 fn torch_tree() -> PathBuf {
@@ -60,9 +66,45 @@ fn now() -> i64 {
         .as_nanos() as i64
 }
 
-/// Runs the probe in the torch tree with `mount` bound and exactly the pod env of `mount`;
-/// returns its JSON line.
-fn probe(tree: &Path, mount: &Path) -> serde_json::Value {
+/// What `coldctl cache env MODEL --here -o json` prints for a cache root.
+struct PodSpec {
+    host_path: PathBuf,
+    mount_path: String,
+    env: Vec<(String, String)>,
+}
+
+fn cache_env(cache_root: &Path, model: &str) -> PodSpec {
+    let mut cmd = Command::new(common::coldctl_bin());
+    cmd.args([
+        "cache",
+        "env",
+        model,
+        "--here",
+        "-o",
+        "json",
+        "--cache-root",
+    ])
+    .arg(cache_root)
+    .env("COLDSTART_LOG", "warn");
+    let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
+    assert!(out.status.success(), "coldctl cache env: {out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    PodSpec {
+        host_path: PathBuf::from(s(&doc["volume"]["hostPath"]["path"])),
+        mount_path: s(&doc["volumeMount"]["mountPath"]),
+        env: doc["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (s(&e["name"]), s(&e["value"])))
+            .collect(),
+    }
+}
+
+/// Runs the probe in the torch tree as a container of the pod would: the volume bound at its
+/// mount path, exactly the printed env; returns its JSON line.
+fn probe(tree: &Path, pod: &PodSpec) -> serde_json::Value {
     let probe_dir = Path::new(REPO).join("tests/torch");
     let mut cmd = Command::new(Path::new(REPO).join("scripts/torch-run.sh"));
     cmd.env_clear()
@@ -70,10 +112,10 @@ fn probe(tree: &Path, mount: &Path) -> serde_json::Value {
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .envs(pod_env(mount).into_iter().map(|e| (e.name, e.value)))
+        .envs(pod.env.iter().cloned())
         .arg(tree)
         .arg("--bind")
-        .arg(mount)
+        .arg(format!("{}:{}", pod.host_path.display(), pod.mount_path))
         .arg("--ro")
         .arg(&probe_dir)
         .arg("--")
@@ -109,18 +151,50 @@ fn probe(tree: &Path, mount: &Path) -> serde_json::Value {
     v
 }
 
-/// Polls the scope's tree until the quiet rule holds; returns how long that took.
-fn wait_quiet(scope_tree: &Path) -> Duration {
+/// The keeper's inputs: the model wanted, its "pod" running and, when `ready`, Ready.
+fn inputs(ready: bool) -> Inputs {
+    let policy = CompileCachePolicy {
+        quiet_period_seconds: Some(QUIET.as_secs() as u32),
+        ..CompileCachePolicy::default()
+    };
+    let pod = PodUse {
+        running: true,
+        ready: if ready {
+            ["pod-1".to_string()].into()
+        } else {
+            BTreeSet::new()
+        },
+    };
+    Inputs {
+        wants: vec![Want {
+            model: MODEL.into(),
+            image_digest: format!("sha256:{}", "ab".repeat(32)),
+            policy,
+        }],
+        gpu_product: "cpu".into(),
+        pods: BTreeMap::from([(MODEL.to_string(), pod)]),
+        held: BTreeSet::new(),
+        proc_root: None,
+        budget: None,
+        now: now(),
+    }
+}
+
+/// Runs keeper passes (a pod Ready) until it seals; returns how long that took and the
+/// generation.
+fn wait_sealed(keeper: &mut Keeper) -> (Duration, u64) {
     let start = Instant::now();
-    let mut prev: Option<Observed> = None;
     loop {
-        let stats = TreeStats::of(&walk::walk(scope_tree).unwrap());
-        let obs = Observed::next(prev.as_ref(), stats, now());
-        if quiet(prev.as_ref(), &obs, QUIET) {
-            return start.elapsed();
+        let r = keeper.pass(&inputs(true));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        if let Some((_, generation)) = r.sealed.first() {
+            return (start.elapsed(), *generation);
         }
-        assert!(start.elapsed() < QUIET_TIMEOUT, "never quiet: {obs:?}");
-        prev = Some(obs);
+        assert!(
+            start.elapsed() < QUIET_TIMEOUT,
+            "never sealed: {:?}",
+            r.statuses
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -134,22 +208,24 @@ fn a_sealed_scope_serves_a_second_process_from_inductors_fx_graph_cache() {
         .prefix("coldstart-caches-")
         .tempdir()
         .unwrap();
-    let root = CacheRoot::new(dir.path());
-    let digest = format!("sha256:{}", "ab".repeat(32));
-    let key = ScopeKey::new("probe-model", &digest, "cpu").unwrap();
-    // The probe runs as root in the tree, as the scope's owner.
-    let scope = ensure_scope(&root, &key, Owner { uid: 0, gid: 0 }).unwrap();
-    point_model(&root, &scope).unwrap();
-    let scope_tree = root.scope_dir(&scope.name);
+    // The agent's keeper makes the scope and the model's link (the probe runs as root, the
+    // policy's default owner).
+    let mut keeper = Keeper::new(dir.path());
+    let r = keeper.pass(&inputs(false));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let scope = r.statuses[0].scope.clone();
+    let root = keeper.root().clone();
+    let pod = cache_env(dir.path(), MODEL);
+    assert_eq!(pod.host_path, root.model_link(MODEL));
 
-    let first = probe(&tree, &scope_tree);
+    let first = probe(&tree, &pod);
     let c1 = &first["cache"];
     eprintln!("first run: {first}");
     assert_eq!(c1["fxgraph_cache_miss"], 1, "{first}");
 
-    let waited = wait_quiet(&scope_tree);
-    let sealed = seal::seal(&root, &scope, now()).unwrap();
-    let manifest = seal::latest_manifest(&root, &scope.name).unwrap().unwrap();
+    let (waited, generation) = wait_sealed(&mut keeper);
+    let manifest = seal::latest_manifest(&root, &scope).unwrap().unwrap();
+    assert_eq!(manifest.generation, generation);
     let fxgraph: Vec<_> = manifest
         .files
         .iter()
@@ -165,20 +241,13 @@ fn a_sealed_scope_serves_a_second_process_from_inductors_fx_graph_cache() {
     });
     assert!(pch, "the precompiled headers under TMPDIR were not sealed");
     eprintln!(
-        "quiet after {waited:?}; sealed generation {}: {} files, {} bytes, {} fxgraph entries; excluded {:?}",
-        sealed.generation,
-        sealed.files,
-        sealed.bytes,
+        "sealed generation {generation} after {waited:?}: {} files, {} bytes, {} fxgraph entries",
+        manifest.files.len(),
+        manifest.bytes,
         fxgraph.len(),
-        sealed
-            .excluded
-            .iter()
-            .map(|e| (&e.path, e.reason))
-            .collect::<Vec<_>>()
     );
-    record_used(&root, &scope.name, now()).unwrap();
 
-    let second = probe(&tree, &scope_tree);
+    let second = probe(&tree, &pod);
     eprintln!("second run: {second}");
     let c2 = &second["cache"];
     assert_eq!(c2["fxgraph_cache_hit"], 1, "{second}");
