@@ -105,6 +105,12 @@ fn cache_env(cache_root: &Path, model: &str) -> PodSpec {
 /// Runs the probe in the torch tree as a container of the pod would: the volume bound at its
 /// mount path, exactly the printed env; returns its JSON line.
 fn probe(tree: &Path, pod: &PodSpec) -> serde_json::Value {
+    probe_with(tree, pod, "--bind")
+}
+
+/// [`probe`] with the volume mounted `--bind` (read-write: the probe must succeed) or `--ro`
+/// (read-only: whatever it reports).
+fn probe_with(tree: &Path, pod: &PodSpec, mode: &str) -> serde_json::Value {
     let probe_dir = Path::new(REPO).join("tests/torch");
     let mut cmd = Command::new(Path::new(REPO).join("scripts/torch-run.sh"));
     cmd.env_clear()
@@ -114,7 +120,7 @@ fn probe(tree: &Path, pod: &PodSpec) -> serde_json::Value {
         )
         .envs(pod.env.iter().cloned())
         .arg(tree)
-        .arg("--bind")
+        .arg(mode)
         .arg(format!("{}:{}", pod.host_path.display(), pod.mount_path))
         .arg("--ro")
         .arg(&probe_dir)
@@ -135,19 +141,21 @@ fn probe(tree: &Path, pod: &PodSpec) -> serde_json::Value {
             )
         });
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(
-        v["ok"],
-        true,
-        "the probe failed (Inductor could not compile?): {v}\nstderr tail:\n{}",
-        stderr
-            .chars()
-            .rev()
-            .take(4000)
-            .collect::<String>()
-            .chars()
-            .rev()
-            .collect::<String>()
-    );
+    if mode == "--bind" {
+        assert_eq!(
+            v["ok"],
+            true,
+            "the probe failed (Inductor could not compile?): {v}\nstderr tail:\n{}",
+            stderr
+                .chars()
+                .rev()
+                .take(4000)
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect::<String>()
+        );
+    }
     v
 }
 
@@ -252,8 +260,36 @@ fn a_sealed_scope_serves_a_second_process_from_inductors_fx_graph_cache() {
     let c2 = &second["cache"];
     assert_eq!(c2["fxgraph_cache_hit"], 1, "{second}");
     assert_eq!(c2["fxgraph_cache_miss"], 0, "{second}");
+    // A read-only pool: its pods get a copy (`cp -a`, as the README's init container makes)
+    // in a volume of their own, so they read the sealed scope and can write nothing shared.
+    // (A read-only mount of the scope itself fails: Inductor writes into its dirs even on a
+    // hit.) The copy still hits.
+    let copy = tempfile::tempdir().unwrap();
+    let mut cp = Command::new("cp");
+    cp.arg("-a")
+        .arg(format!("{}/.", pod.host_path.display()))
+        .arg(copy.path());
+    assert!(
+        run_bounded(&mut cp, Duration::from_secs(120))
+            .unwrap()
+            .status
+            .success()
+    );
+    let private = PodSpec {
+        host_path: copy.path().to_path_buf(),
+        mount_path: pod.mount_path.clone(),
+        env: pod.env.clone(),
+    };
+    let third = probe(&tree, &private);
+    eprintln!("private copy run: {third}");
+    assert_eq!(third["cache"]["fxgraph_cache_hit"], 1, "{third}");
+    let ro = probe_with(&tree, &pod, "--ro");
+    assert_ne!(
+        ro["ok"], true,
+        "a read-only mount now works: update the README: {ro}"
+    );
     println!(
-        "first_call_s: cold {} s, from the sealed scope {} s",
-        first["first_call_s"], second["first_call_s"]
+        "first_call_s: cold {} s, from the sealed scope {} s, from a private copy {} s",
+        first["first_call_s"], second["first_call_s"], third["first_call_s"]
     );
 }
