@@ -138,15 +138,15 @@ const TABLE: &[Row] = &[
     row(
         &["cache", "env", "m", "--node={NOSOCK}"],
         Env::Cluster,
-        64,
-        None,
+        1,
+        Some("no_agent"),
     ),
     row(&["cache", "list"], Env::Cluster, 0, None),
     row(
         &["cache", "list", "--node={NOSOCK}"],
         Env::Cluster,
-        64,
-        None,
+        1,
+        Some("no_agent"),
     ),
     row(
         &["cache", "list", "--here", "--cache-root", "{CACHE}"],

@@ -312,3 +312,45 @@ fn node_mode_speaks_of_the_node_and_shows_what_is_in_force() {
 
     assert_eq!(agent.terminate(), 0, "{}", agent.log());
 }
+
+#[test]
+fn cache_env_and_list_read_the_standalone_agent() {
+    let hub = seeded_hub();
+    let mut agent = Agent::start(&hub);
+    std::fs::write(
+        agent.dir.path().join("etc/models.toml"),
+        "[[model]]\nrepo = \"org/alpha\"\nhealth-url = \"http://127.0.0.1:9/health\"\n\
+         [model.compile-cache]\nuid = 1000\ngid = 1000\n\n\
+         [[model]]\nrepo = \"org/beta\"\n[model.compile-cache]\nenabled = false\n",
+    )
+    .unwrap();
+    // The agent picks the file up on its next pass.
+    let deadline = Instant::now() + BOUND;
+    let env = loop {
+        let run = agent.ctl(&["cache", "env", "org/alpha", "-o", "json"]);
+        if run.code == 0 {
+            break run.json();
+        }
+        assert!(Instant::now() < deadline, "{run:?}\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(env["volumeMount"]["mountPath"], "/coldstart/compile-cache");
+    assert!(
+        env["volume"]["hostPath"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/compile/models/org--alpha"),
+        "{env}"
+    );
+    let run = agent.ctl(&["cache", "env", "org/beta", "-o", "json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.json()["kind"], "cache_disabled", "{run:?}");
+    let run = agent.ctl(&["cache", "env", "org/gamma", "-o", "json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.json()["kind"], "not_found", "{run:?}");
+    // No image, so no scope: the agent reports none.
+    let run = agent.ctl(&["cache", "list", "-o", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["caches"], serde_json::json!([]), "{run:?}");
+    assert_eq!(agent.terminate(), 0);
+}

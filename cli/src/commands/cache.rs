@@ -1,14 +1,12 @@
 //! `coldctl cache env|list|gc`: the compile caches (vLLM, Triton, Inductor, FlashInfer, CUDA
 //! JIT) the agents keep per model on each node, under `<cache root>/compile/`.
 //!
-//! - [`env`]: the hostPath volume, its mount and the env a model's pods need (cluster or
-//!   `--here`).
-//! - [`list`]: the scopes, from the ColdNodes (cluster) or this node's cache root (`--here`).
-//! - [`gc`]: a byte budget over this node's scopes, now (`--here` only: in the cluster each
-//!   agent collects on its own).
-//!
-//! `--node` is a usage error for all three: the standalone agent's socket does not report
-//! compile caches; on the node, `--here` reads the cache root itself.
+//! - [`env`]: the hostPath volume, its mount and the env a model's pods need (cluster: the
+//!   ColdModel's policy; `--node`: the standalone agent's models file; `--here`: defaults).
+//! - [`list`]: the scopes, from the ColdNodes (cluster), the standalone agent's status
+//!   (`--node`), or this node's cache root read now (`--here`).
+//! - [`gc`]: a byte budget over this node's scopes, now (`--here` only: every agent collects
+//!   on its own under `--compile-cache-budget`).
 
 pub mod env;
 pub mod gc;
@@ -62,14 +60,6 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
         Verb::List(a) => list::run(cli, a).await,
         Verb::Gc(a) => gc::run(cli, a).await,
     }
-}
-
-/// The usage error of `cache VERB --node`.
-fn no_node(verb: &str) -> CliError {
-    CliError::usage(format!(
-        "the agent's socket does not report compile caches: run `coldctl cache {verb} --here` \
-         on the node, or ask the cluster (drop --node)"
-    ))
 }
 
 /// The short form of a scope's directory name in tables: its last part, the key's hash (12

@@ -90,7 +90,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     let name = resolve_model(&args.model)?.0;
     validate_model(&name).map_err(CliError::usage)?;
     let policy = match cli.backend() {
-        Backend::Node(_) => return Err(super::no_node("env")),
+        Backend::Node(sock) => node_policy(&sock, &name).await?,
         Backend::Here => CompileCachePolicy::default(),
         Backend::Cluster => policy(cli, &name).await?,
     };
@@ -112,6 +112,35 @@ async fn policy(cli: &Cli, name: &str) -> anyhow::Result<CompileCachePolicy> {
         return Err(CacheDisabled(format!(
             "ColdModel {name} has compileCache.enabled: false, so the agents keep no compile \
              cache for it (set it to true, or remove the field)"
+        ))
+        .into());
+    }
+    Ok(policy)
+}
+
+/// The policy of the model the standalone agent at `sock` keeps (its models file's
+/// `[model.compile-cache]`), refused when disabled or when the agent has no such model.
+async fn node_policy(sock: &std::path::Path, name: &str) -> anyhow::Result<CompileCachePolicy> {
+    let status = crate::node::client(sock).status().await?;
+    let entry = status
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            NotFound(format!(
+                "the agent at {} keeps no model {name}",
+                sock.display()
+            ))
+        })?;
+    let policy = entry
+        .model
+        .to_cold_model(name)
+        .spec
+        .compile_cache
+        .unwrap_or_default();
+    if policy.enabled == Some(false) {
+        return Err(CacheDisabled(format!(
+            "model {name} has compile-cache.enabled = false in the agent's models file"
         ))
         .into());
     }

@@ -79,7 +79,21 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
     };
     let now = crate::commands::now();
     match cli.backend() {
-        Backend::Node(_) => Err(super::no_node("list")),
+        Backend::Node(sock) => {
+            // The standalone agent reports its scopes in its status, as a ColdNode would.
+            let status = crate::node::client(&sock)
+                .status()
+                .await
+                .map_err(anyhow::Error::from)?;
+            let mut coldnode = ColdNode::new(&status.node, Default::default());
+            coldnode.status = Some(status.status);
+            let rows = from_coldnodes(&[coldnode], model.as_deref());
+            Ok(output(
+                &rows,
+                now,
+                "no compile-cache scopes reported by the agent",
+            ))
+        }
         Backend::Cluster => {
             let client = cluster::connect(&cli.cluster).await?;
             let coldnodes = Api::<ColdNode>::all(client)
