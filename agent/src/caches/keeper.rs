@@ -92,6 +92,9 @@ pub struct Keeper {
     ready_seen: BTreeSet<String>,
     /// Inert verdict per scope, recomputed when the tree changes.
     inert: BTreeMap<String, (TreeStats, Option<String>)>,
+    /// What each model's scope was last made with: no directory, chown or state write while
+    /// neither changes (and the tree is still there).
+    prepared: BTreeMap<String, (Scope, Owner)>,
 }
 
 const DEFAULT_OWNER: Owner = Owner { uid: 0, gid: 0 };
@@ -106,6 +109,7 @@ impl Keeper {
             used: BTreeSet::new(),
             ready_seen: BTreeSet::new(),
             inert: BTreeMap::new(),
+            prepared: BTreeMap::new(),
         }
     }
 
@@ -211,23 +215,35 @@ impl Keeper {
     }
 
     fn forget(&mut self, scope: &str) {
+        self.prepared.retain(|_, (s, _)| s.name != scope);
         self.observed.remove(scope);
         self.sealed_at.remove(scope);
         self.used.remove(scope);
         self.inert.remove(scope);
     }
 
-    /// Makes the scope of `w` and points the model's link at it.
-    fn prepare(&self, w: &Want, gpu: &str) -> Result<Scope, Error> {
+    /// Makes the scope of `w` and points the model's link at it (again only when the key or
+    /// the owner changed, or the tree or the link went).
+    fn prepare(&mut self, w: &Want, gpu: &str) -> Result<Scope, Error> {
         let key = ScopeKey::new(&w.model, &w.image_digest, gpu)?;
         let owner = Owner {
             uid: w.policy.uid.unwrap_or(DEFAULT_OWNER.uid),
             gid: w.policy.gid.unwrap_or(DEFAULT_OWNER.gid),
         };
+        let linked = scope::current_scope(&self.root, &w.model)?;
+        if let Some((s, o)) = self.prepared.get(&w.model)
+            && s.key == key
+            && *o == owner
+            && linked.as_deref() == Some(s.name.as_str())
+            && crate::fsx::is_real_dir(&self.root.scope_dir(&s.name))?
+        {
+            return Ok(s.clone());
+        }
         let s = scope::ensure_scope(&self.root, &key, owner)?;
-        if scope::current_scope(&self.root, &w.model)?.as_deref() != Some(s.name.as_str()) {
+        if linked.as_deref() != Some(s.name.as_str()) {
             scope::point_model(&self.root, &s)?;
         }
+        self.prepared.insert(w.model.clone(), (s.clone(), owner));
         Ok(s)
     }
 
