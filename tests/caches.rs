@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use coldstart_agent::api::CompileCachePolicy;
 use coldstart_agent::caches::keeper::{Inputs, Keeper, PodUse, Want};
 use coldstart_agent::caches::seal;
-use support::containerd::DEFAULT_TESTENV;
 use support::{SETUP_HINT, require_root, run_bounded};
 
 /// One probe run: Python start, `import torch`, the compile (or cache load) and two calls.
@@ -39,18 +38,7 @@ const MODEL: &str = "probe-model";
 
 /// The torch tree, from the `torch <path>` line of `$COLDSTART_TESTENV/env`.
 fn torch_tree() -> PathBuf {
-    let base = std::env::var_os("COLDSTART_TESTENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TESTENV));
-    let env_file = base.join("env");
-    let text = std::fs::read_to_string(&env_file)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {SETUP_HINT}", env_file.display()));
-    let tree = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("torch "))
-        .map(|p| PathBuf::from(p.trim()))
-        .next_back()
-        .unwrap_or_else(|| panic!("{} has no `torch` line; {SETUP_HINT}", env_file.display()));
+    let tree = support::hub_py::testenv_path("torch", "the Debian tree with python3-torch");
     assert!(
         tree.join("usr/bin/python3").exists(),
         "{} has no python3; {SETUP_HINT}",

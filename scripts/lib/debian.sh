@@ -1,4 +1,5 @@
-# Sourced by scripts/test-env.sh and scripts/torch-tree.sh (bash): Debian helpers.
+# Sourced by scripts/test-env.sh, scripts/torch-tree.sh and scripts/spike/criu-cri.sh (bash):
+# Debian helpers.
 
 # The Debian mirror URI this machine already uses (deb822 or one-line format), so that the
 # repository never names a package host itself.

@@ -118,19 +118,9 @@ cleanup() {
 
 # --- criu ---------------------------------------------------------------------------------------
 
-# As scripts/test-env.sh: the Debian mirror this machine already uses, never a named host.
-debian_uri() {
-  local uri
-  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
-  if [ -z "$uri" ]; then
-    uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null \
-          | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
-          | grep -v -- '-security' | head -n1 || true)
-  fi
-  [ -n "$uri" ] || fail "cannot find a Debian mirror URI in /etc/apt"
-  echo "$uri"
-}
+# debian_uri: the Debian mirror this machine already uses, never a named host.
+# shellcheck source=scripts/lib/debian.sh
+. "$REPO/scripts/lib/debian.sh"
 
 # criu and its whole dependency closure from $CRIU_SUITE, glibc included (sid's criu needs glibc
 # 2.38, bookworm has 2.36), unpacked into one tree; bin/criu runs it with that tree's loader and
@@ -140,7 +130,7 @@ install_criu() {
   local dir="$TESTENV/criu-$CRIU_SUITE"
   if [ ! -x "$dir/bin/criu" ]; then
     say "fetching criu and its libraries from $CRIU_SUITE"
-    local uri work; uri=$(debian_uri); work=$(mktemp -d)
+    local uri work; uri=$(debian_uri) || fail "cannot find a Debian mirror URI in /etc/apt"; work=$(mktemp -d)
     mkdir -p "$work/lists/partial" "$work/archives/partial"
     echo "deb [trusted=yes] $uri $CRIU_SUITE main" > "$work/sources.list"
     local opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-"

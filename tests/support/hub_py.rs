@@ -43,26 +43,34 @@ const CHECK_SCRIPT: &str = concat!(
     "/tests/oracle/check_snapshot.py"
 );
 
-/// The venv's Python interpreter, from the `python <path>` line of `$COLDSTART_TESTENV/env`
-/// (default `/opt/coldstart-testenv/env`). Panics with the setup hint when absent.
-pub fn python() -> PathBuf {
+/// The last `<kind> <path>` line of `$COLDSTART_TESTENV/env` (default
+/// `/opt/coldstart-testenv/env`), as `scripts/test-env.sh` writes it for the venv (`python`)
+/// and the torch tree (`torch`). Panics with the setup hint when the file or the line is
+/// missing; `what` says what the line is for.
+pub fn testenv_path(kind: &str, what: &str) -> PathBuf {
     let base = std::env::var_os("COLDSTART_TESTENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_TESTENV));
     let env_file = base.join("env");
     let text = std::fs::read_to_string(&env_file)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}; {SETUP_HINT}", env_file.display()));
-    let python = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("python "))
+    let prefix = format!("{kind} ");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .map(|p| PathBuf::from(p.trim()))
         .next_back()
         .unwrap_or_else(|| {
             panic!(
-                "{} has no `python` line (the venv with huggingface_hub and olah); {SETUP_HINT}",
+                "{} has no `{kind}` line ({what}); {SETUP_HINT}",
                 env_file.display()
             )
-        });
+        })
+}
+
+/// The venv's Python interpreter, from the `python <path>` line of `$COLDSTART_TESTENV/env`.
+/// Panics with the setup hint when absent.
+pub fn python() -> PathBuf {
+    let python = testenv_path("python", "the venv with huggingface_hub and olah");
     if !python.is_file() {
         panic!("{} missing; {SETUP_HINT}", python.display());
     }
