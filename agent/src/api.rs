@@ -161,6 +161,13 @@ pub struct CompileCachePolicy {
     /// `/coldstart/compile-cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<String>,
+    /// OCI repository (`registry.example.com/team/compile-caches`, no tag) that carries sealed
+    /// scopes between nodes: a node of the same scope imports from it before its first pod; a
+    /// node pushes when the scope's tag is absent, or a newer generation after its pods had
+    /// cache misses. Credentials as for images (the agent's pull secret). Unset: caches stay on
+    /// their node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 /// Snapshot policy.
@@ -293,6 +300,38 @@ pub struct CompileCacheStatus {
     /// arguments or environment differ): the differing directories and factors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inert: Option<String>,
+    /// The registry artifact this scope was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<CacheArtifact>,
+    /// The artifact this node pushed for the scope. Other nodes import only digests that a
+    /// node recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported: Option<CacheArtifact>,
+    /// What the registry transfer is doing, or why it last failed (`importing ...`, `import
+    /// refused: ...`). Imports never hold the startup taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+}
+
+/// A compile-cache artifact in a registry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheArtifact {
+    /// `registry/repository:tag` (the tag is the scope's name).
+    pub reference: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The generation it carries (the sealing node's numbering).
+    pub generation: u64,
+    /// Bytes of its files, unpacked.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Bytes moved (the compressed layer and config).
+    #[serde(default)]
+    pub transferred_bytes: u64,
+    /// When it was pushed or imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }
 
 /// A ColdModel the agent does not serve, and why.

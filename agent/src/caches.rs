@@ -20,6 +20,7 @@
 //! Not wired yet: the daemon's loop decides when a scope is in use, quiet and sealed, and
 //! reports status and metrics; this module gives it the steps.
 
+pub mod artifact;
 pub mod gc;
 pub mod inuse;
 pub mod keeper;
@@ -31,6 +32,7 @@ pub mod quiet;
 pub mod runner;
 pub mod scope;
 pub mod seal;
+pub mod ship;
 pub mod walk;
 
 use std::path::PathBuf;
@@ -78,6 +80,32 @@ pub enum Error {
         /// What is wrong, on one line, for people.
         reason: String,
     },
+    /// A compile-cache artifact from a registry does not match what it claims, or not this
+    /// node's scope: refused, nothing of it kept.
+    #[error("compile-cache artifact refused: {reason}")]
+    BadArtifact {
+        /// What is wrong, on one line, for people.
+        reason: String,
+    },
+    /// A sealed file changed before it could be exported.
+    #[error("{}: {reason}", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        reason: String,
+    },
+    /// An import found files in the scope (a pod compiled first): its work is kept.
+    #[error("scope {scope} already holds {files} files; import skipped")]
+    ScopeNotEmpty {
+        /// The scope's directory name.
+        scope: String,
+        /// Files found.
+        files: u64,
+    },
+    /// The registry step of an export or import failed.
+    #[error(transparent)]
+    Registry(#[from] crate::images::Error),
     /// A filesystem step failed, or met something we did not put there ([`crate::fsx`]).
     #[error(transparent)]
     Fs(#[from] crate::fsx::Error),
@@ -97,6 +125,10 @@ impl Error {
             Error::BadState { .. } => "bad_state",
             Error::UnknownScope { .. } => "unknown_scope",
             Error::InvalidLease { .. } => "invalid_lease",
+            Error::BadArtifact { .. } => "bad_artifact",
+            Error::Changed { .. } => "changed",
+            Error::ScopeNotEmpty { .. } => "scope_not_empty",
+            Error::Registry(e) => e.metric_label(),
             Error::Fs(e) => e.metric_label(),
             Error::Task { .. } => "task",
         }
@@ -120,6 +152,8 @@ impl Error {
 /// included). Callers pass `now` in; nothing here reads the clock.
 pub type UnixNanos = i64;
 
+#[cfg(test)]
+mod tests_artifact;
 #[cfg(test)]
 mod tests_gc;
 #[cfg(test)]

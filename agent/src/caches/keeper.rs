@@ -299,6 +299,7 @@ impl Keeper {
             sealed: self.sealed_at.get(&s.name) == Some(&stats),
             last_used,
             inert,
+            ..CompileCacheStatus::default()
         })
     }
 }

@@ -273,6 +273,23 @@ fn hash_entry(tree: &std::path::Path, entry: &Entry) -> Result<FileEntry, Refuse
     })
 }
 
+/// Records an imported `manifest` (its files now in the scope's tree) as the scope's next
+/// local generation; returns that generation. The keeper's next seal of unchanged files then
+/// finds nothing new.
+pub fn record_imported(root: &CacheRoot, manifest: &Manifest) -> Result<u64, Error> {
+    let state = fsx::ensure_dirs(root.compile_dir(), &["state", manifest.scope.as_str()])?;
+    let manifests = fsx::ensure_dirs(&state, &["manifests"])?;
+    let generation = generations(root, &manifest.scope)?
+        .last()
+        .map_or(1, |g| g + 1);
+    let local = Manifest {
+        generation,
+        ..manifest.clone()
+    };
+    write_new(&manifests, &local)?;
+    Ok(generation)
+}
+
 /// Writes `manifest` as `<generation>.json`, refusing to replace an existing generation.
 fn write_new(dir: &std::path::Path, manifest: &Manifest) -> Result<(), Error> {
     let name = format!("{}.json", manifest.generation);

@@ -6,6 +6,7 @@
 //! then the registry itself. Answers are bounded: a timeout per request, a few redirects, and
 //! manifests of at most [`MAX_MANIFEST_BYTES`].
 
+pub mod artifact;
 mod host;
 mod hosts;
 mod hosts_toml;
@@ -133,16 +134,7 @@ impl RegistryClient {
         for host in &hosts {
             let http = host.http_client(self.timeout, MAX_REDIRECTS)?;
             let auth = if host.is_mirror(domain) { None } else { auth };
-            let mut session = Session {
-                http,
-                host,
-                image,
-                auth,
-                authorization: auth
-                    .map(|a| a.registry_token.as_str())
-                    .filter(|t| !t.is_empty())
-                    .map(|t| format!("Bearer {t}")),
-            };
+            let mut session = Session::new(http, host.clone(), image.clone(), auth, Access::Pull);
             match session.resolve(&self.platform).await {
                 Ok(manifest) => return Ok(manifest),
                 Err(e) => {
@@ -160,16 +152,78 @@ impl RegistryClient {
     }
 }
 
-/// Requests to one host for one image, keeping the authorization it earned.
-struct Session<'a> {
-    http: reqwest::Client,
-    host: &'a RegistryHost,
-    image: &'a ImageRef,
-    auth: Option<&'a RegistryAuth>,
-    authorization: Option<String>,
+/// What a session may do in a repository: the token scope it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read manifests and blobs.
+    Pull,
+    /// Read and write.
+    Push,
 }
 
-impl Session<'_> {
+/// Requests to one host for one repository, keeping the authorization it earned.
+struct Session {
+    http: reqwest::Client,
+    host: RegistryHost,
+    image: ImageRef,
+    auth: Option<RegistryAuth>,
+    authorization: Option<String>,
+    access: Access,
+}
+
+/// A request that can be built again (after a 401 earned a token).
+struct Request {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: Vec<(reqwest::header::HeaderName, String)>,
+    body: RequestBody,
+}
+
+/// The body of a [`Request`].
+enum RequestBody {
+    None,
+    Bytes(Vec<u8>),
+    /// A file streamed from its start, `len` bytes.
+    File(PathBuf, u64),
+}
+
+impl Request {
+    fn get(url: reqwest::Url) -> Request {
+        Request {
+            method: reqwest::Method::GET,
+            url,
+            headers: Vec::new(),
+            body: RequestBody::None,
+        }
+    }
+
+    fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Request {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+}
+
+impl Session {
+    fn new(
+        http: reqwest::Client,
+        host: RegistryHost,
+        image: ImageRef,
+        auth: Option<&RegistryAuth>,
+        access: Access,
+    ) -> Session {
+        Session {
+            http,
+            host,
+            image,
+            authorization: auth
+                .map(|a| a.registry_token.as_str())
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("Bearer {t}")),
+            auth: auth.cloned(),
+            access,
+        }
+    }
+
     /// Fetch the image's manifest, following an index to this platform's manifest.
     async fn resolve(&mut self, platform: &Platform) -> Result<ImageManifest, Error> {
         let mut reference = self.image.manifest_reference().to_owned();
@@ -216,7 +270,9 @@ impl Session<'_> {
         let url =
             self.host
                 .manifest_url(self.image.domain(), self.image.repository(), reference)?;
-        let resp = self.send(&url).await?;
+        let resp = self
+            .send(Request::get(url.clone()).header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS))
+            .await?;
         let status = resp.status();
         let origin = self.host.origin();
         if !status.is_success() {
@@ -236,21 +292,28 @@ impl Session<'_> {
         Ok((body, content_type))
     }
 
-    /// GET `url`, answering one authentication challenge.
-    async fn send(&mut self, url: &reqwest::Url) -> Result<reqwest::Response, Error> {
+    /// Send `req`, answering one authentication challenge.
+    async fn send(&mut self, req: Request) -> Result<reqwest::Response, Error> {
         let mut challenged = false;
         loop {
-            let mut req = self
-                .http
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS);
+            let mut builder = self.http.request(req.method.clone(), req.url.clone());
             for (name, value) in &self.host.header {
-                req = req.header(name.as_str(), value.as_str());
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            for (name, value) in &req.headers {
+                builder = builder.header(name, value.as_str());
             }
             if let Some(authorization) = &self.authorization {
-                req = req.header(reqwest::header::AUTHORIZATION, authorization.as_str());
+                builder = builder.header(reqwest::header::AUTHORIZATION, authorization.as_str());
             }
-            let resp = req
+            builder = match &req.body {
+                RequestBody::None => builder,
+                RequestBody::Bytes(b) => builder.body(b.clone()),
+                RequestBody::File(path, len) => builder
+                    .header(reqwest::header::CONTENT_LENGTH, *len)
+                    .body(artifact::file_body(path).await?),
+            };
+            let resp = builder
                 .send()
                 .await
                 .map_err(|e| transport_error(&self.image.to_string(), &self.host.origin(), &e))?;
@@ -275,8 +338,15 @@ impl Session<'_> {
             let req = TokenRequest {
                 http: &self.http,
                 headers: &self.host.header,
-                auth: self.auth,
-                default_scope: format!("repository:{}:pull", self.image.repository()),
+                auth: self.auth.as_ref(),
+                default_scope: format!(
+                    "repository:{}:{}",
+                    self.image.repository(),
+                    match self.access {
+                        Access::Pull => "pull",
+                        Access::Push => "pull,push",
+                    }
+                ),
                 image: &self.image.to_string(),
             };
             let token = token::fetch_token(&req, bearer).await?;
@@ -287,7 +357,7 @@ impl Session<'_> {
             reason: format!("{}: {reason}", self.host.origin()),
         };
         if challenges.iter().any(|c| c.scheme == "basic") {
-            return match self.auth.and_then(RegistryAuth::basic) {
+            return match self.auth.as_ref().and_then(RegistryAuth::basic) {
                 Some((user, password)) => Ok(token::basic_header(&user, &password)),
                 None => Err(unauthorized("basic credentials required, none given")),
             };

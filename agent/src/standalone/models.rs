@@ -78,6 +78,11 @@ pub struct CompileCacheEntry {
     /// Seconds of quiet before a seal (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_period_seconds: Option<u32>,
+    /// OCI repository the sealed scopes are pushed to (`coldctl cache import --here` brings
+    /// them to another node; a standalone node has no fleet to vouch for a digest, so it
+    /// imports only the digest an operator names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 /// An entry with the name the agent knows it by ([`model_name`] of its repo).
@@ -176,6 +181,7 @@ impl ModelEntry {
                     gid: c.gid,
                     quiet_period_seconds: c.quiet_period_seconds,
                     mount_path: None,
+                    registry: c.registry.clone(),
                 }),
                 snapshot: None,
             },

@@ -58,6 +58,11 @@ impl RegistryHost {
         self.capabilities & CAP_RESOLVE != 0
     }
 
+    /// Whether blobs and manifests may be pushed to this host.
+    pub fn can_push(&self) -> bool {
+        self.capabilities & CAP_PUSH != 0
+    }
+
     /// Whether this host stands in for `domain` (containerd's `isProxy`): then requests carry
     /// `?ns=<domain>` and the image's credentials are not sent.
     pub fn is_mirror(&self, domain: &str) -> bool {
@@ -77,10 +82,24 @@ impl RegistryHost {
         repository: &str,
         reference: &str,
     ) -> Result<reqwest::Url, Error> {
-        let path = clean_path(&format!("{}/{repository}/manifests/{reference}", self.path));
+        self.api_url(domain, repository, &format!("manifests/{reference}"))
+    }
+
+    /// URL of `<repository>/<rest>` under this host's API root (`blobs/<digest>`,
+    /// `blobs/uploads/`), with `ns` for a mirror.
+    pub fn api_url(
+        &self,
+        domain: &str,
+        repository: &str,
+        rest: &str,
+    ) -> Result<reqwest::Url, Error> {
+        let mut path = clean_path(&format!("{}/{repository}/{rest}", self.path));
+        if rest.ends_with('/') {
+            path.push('/');
+        }
         let raw = format!("{}{path}", self.origin());
         let mut url = reqwest::Url::parse(&raw)
-            .map_err(|e| Error::Registry(format!("invalid manifest url {raw:?}: {e}")))?;
+            .map_err(|e| Error::Registry(format!("invalid registry url {raw:?}: {e}")))?;
         if self.is_mirror(domain) {
             url.query_pairs_mut().append_pair("ns", domain);
         }
