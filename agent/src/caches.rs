@@ -33,6 +33,7 @@ pub mod runner;
 pub mod scope;
 pub mod seal;
 pub mod ship;
+pub mod shipper;
 pub mod walk;
 
 use std::path::PathBuf;

@@ -29,6 +29,7 @@ mod credentials;
 mod events;
 mod watched;
 
+use crate::caches::runner::PassContext;
 pub use crate::caches::runner::Settings as CompileSettings;
 use compile::CompileCaches;
 use credentials::SecretCredentials;
@@ -177,10 +178,12 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .map(|ns| Api::namespaced(clients.request.clone(), ns));
         Cluster {
             surface: NodeSurface::new(clients.request.clone(), settings.surface.clone()),
-            events: NodeEvents::new(clients.request, &settings.node),
+            events: NodeEvents::new(clients.request.clone(), &settings.node),
             compile: CompileCaches::new(
                 settings.compile.clone(),
                 clients.watch.clone(),
+                clients.request.clone(),
+                settings.namespace.as_deref(),
                 &settings.node,
                 wake,
             ),
@@ -267,7 +270,20 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             .pass(inputs, &self.settings.limits, &self.creds)
             .await;
         let metrics = self.warmer.metrics();
-        plan.status.compile_caches = self.compile.pass(&models, &plan, &gpu, now, metrics).await;
+        plan.status.compile_caches = self
+            .compile
+            .pass(
+                PassContext {
+                    models: &models,
+                    plan: &plan,
+                    now,
+                    metrics,
+                    creds: &self.creds,
+                },
+                &gpu,
+                self.warmer.images().registry_client(),
+            )
+            .await;
         Planned {
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,

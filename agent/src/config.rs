@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// scopes not in use and not leased are evicted to fit [default: 100GiB].
     #[arg(long, env = "COLDSTART_COMPILE_CACHE_BUDGET", value_name = "SIZE")]
     pub compile_cache_budget: Option<String>,
+    /// Import compile caches from ColdModels' registries but never push (a node pool whose
+    /// nodes should not publish what their pods compiled).
+    #[arg(long, env = "COLDSTART_COMPILE_CACHE_IMPORT_ONLY")]
+    pub compile_cache_import_only: bool,
     /// GPUs this node must have before the startup taint goes: `auto` (the node's
     /// nvidia.com/gpu capacity, else at least one if NVML loads), `none`, or a count [default: auto].
     #[arg(long, env = "COLDSTART_GPUS_EXPECTED", value_name = "auto|none|N")]
@@ -196,6 +200,8 @@ pub struct FileConfig {
     pub cache_budget: Option<String>,
     /// See [`RunArgs::compile_cache_budget`].
     pub compile_cache_budget: Option<String>,
+    /// See [`RunArgs::compile_cache_import_only`].
+    pub compile_cache_import_only: Option<bool>,
     /// See [`RunArgs::gpus_expected`] (`"auto"`, `"none"` or `"4"`).
     pub gpus_expected: Option<String>,
     /// See [`RunArgs::nvml_library`].
@@ -255,6 +261,8 @@ pub struct Config {
     pub cache_budget: Option<u64>,
     /// Byte budget of the compile caches.
     pub compile_cache_budget: u64,
+    /// Never push compile caches.
+    pub compile_cache_import_only: bool,
     /// GPUs this node must have.
     pub gpus_expected: GpusExpected,
     /// NVML library; `None`: the default name.
@@ -403,6 +411,8 @@ impl RunArgs {
                 }
                 None => None,
             },
+            compile_cache_import_only: self.compile_cache_import_only
+                || file.compile_cache_import_only.unwrap_or(false),
             compile_cache_budget: match self.compile_cache_budget.or(file.compile_cache_budget) {
                 Some(text) => {
                     crate::weights::budget::parse_size(&text).map_err(|e| Error::Invalid {

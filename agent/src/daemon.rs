@@ -277,6 +277,7 @@ fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
         compile: cluster::CompileSettings {
             cache_root: cfg.cache_root.clone(),
             budget: cfg.compile_cache_budget,
+            import_only: cfg.compile_cache_import_only,
         },
     })
 }
@@ -295,6 +296,7 @@ fn standalone_settings(cfg: &Config) -> standalone::Settings {
         compile: crate::caches::runner::Settings {
             cache_root: cfg.cache_root.clone(),
             budget: cfg.compile_cache_budget,
+            import_only: cfg.compile_cache_import_only,
         },
     }
 }

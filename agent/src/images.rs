@@ -293,4 +293,10 @@ pub trait Images: Send + Sync {
 
     /// Remove the image (CRI RemoveImage; content is then garbage collected).
     fn remove(&self, image: &ImageRef) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// A registry client that reaches registries as this runtime does (its `hosts.toml`
+    /// directory), for artifacts beside images (compile caches).
+    fn registry_client(&self) -> impl Future<Output = RegistryClient> + Send {
+        async { RegistryClient::new(None, std::time::Duration::ZERO) }
+    }
 }

@@ -162,7 +162,8 @@ impl<I, W> Standalone<I, W> {
     /// The pass over `warmer`; `wake` is notified when the models file changes.
     pub fn new(settings: Settings, warmer: Warmer<I, W>, wake: Arc<Notify>) -> Standalone<I, W> {
         let source = DesiredSource::new(ModelsFile::new(settings.models_file.clone()), wake);
-        let compile = compile::CompileCaches::new(settings.compile.clone(), "/proc".into());
+        let compile =
+            compile::CompileCaches::new(settings.compile.clone(), &settings.node, "/proc".into());
         Standalone {
             compile,
             status_file: StatusFile::new(settings.state_dir.clone(), STATUS_REFRESH),
@@ -232,11 +233,15 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Standalone<I, 
             .compile
             .pass(
                 &self.source.desired().entries,
-                &models,
-                &plan,
+                crate::caches::runner::PassContext {
+                    models: &models,
+                    plan: &plan,
+                    now,
+                    metrics,
+                    creds: &creds,
+                },
                 gpu.as_ref(),
-                now,
-                metrics,
+                self.warmer.images().registry_client(),
             )
             .await;
         plan.status.updated_at = Some(Time(now));

@@ -144,6 +144,11 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Warmer<I, W> {
         })
     }
 
+    /// The images port.
+    pub fn images(&self) -> &Arc<I> {
+        &self.images
+    }
+
     /// The metrics it reports to.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

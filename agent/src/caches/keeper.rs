@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::layout::{CacheRoot, Owner};
 use super::quiet::{self, Observed, TreeStats};
 use super::scope::{self, Scope, ScopeKey};
-use super::{Error, Leases, UnixNanos, gc, miss, seal, walk};
+use super::{Error, Leases, UnixNanos, gc, miss, seal, ship, walk};
 use crate::api::{CompileCachePolicy, CompileCacheStatus};
 
 /// A model the node keeps compile caches for.
@@ -75,6 +75,8 @@ pub struct Report {
     pub sealed: Vec<(String, u64)>,
     /// Scopes evicted by GC, with their bytes.
     pub evicted: Vec<(String, u64)>,
+    /// Seals of imported scopes, by model: true when the pods compiled nothing new (a hit).
+    pub import_uses: Vec<(String, bool)>,
     /// What failed, per scope or model (the rest of the pass went on).
     pub errors: Vec<(String, Error)>,
 }
@@ -269,9 +271,14 @@ impl Keeper {
             && self.used.contains(&s.name)
             && quiet::quiet(prev.as_ref(), &obs, p)
         {
+            let from_import = ship::imported(&self.root, &s.name)?
+                .is_some_and(|i| Some(i.local_generation) == generation);
             let out = seal::seal(&self.root, s, now)?;
             if out.new {
                 report.sealed.push((s.name.clone(), out.generation));
+            }
+            if from_import {
+                report.import_uses.push((s.key.model.clone(), !out.new));
             }
             generation = Some(out.generation);
             self.sealed_at.insert(s.name.clone(), stats);
@@ -299,7 +306,9 @@ impl Keeper {
             sealed: self.sealed_at.get(&s.name) == Some(&stats),
             last_used,
             inert,
-            ..CompileCacheStatus::default()
+            imported: ship::imported(&self.root, &s.name)?.map(|i| i.artifact),
+            exported: ship::exported(&self.root, &s.name)?,
+            transfer: None,
         })
     }
 }

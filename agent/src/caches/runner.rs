@@ -9,12 +9,19 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use std::collections::BTreeMap;
+
 use super::UnixNanos;
 use super::keeper::{Inputs, Keeper, Report, Want};
+use super::layout::Owner;
+use super::ship::Target;
+use super::shipper::ShipTarget;
 use crate::api::{ColdModel, CompileCacheStatus, PartPhase, name_of};
 use crate::gpu::GpuReport;
+use crate::images::ImageRef;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
+use crate::warmer::Credentials;
 
 /// GPU product recorded in the scope key of a node without GPUs (a CPU-only node, a node
 /// whose driver is not up yet): the key still says what compiled the caches.
@@ -27,6 +34,8 @@ pub struct Settings {
     pub cache_root: std::path::PathBuf,
     /// `--compile-cache-budget`, bytes.
     pub budget: u64,
+    /// `--compile-cache-import-only`: never push.
+    pub import_only: bool,
 }
 
 /// The keeper and its run in flight.
@@ -87,6 +96,9 @@ impl Runner {
         for (scope, generation) in &report.sealed {
             info!(%scope, generation, "compile cache sealed");
         }
+        for (model, hit) in &report.import_uses {
+            metrics.compile_cache_import_use(model, *hit);
+        }
         for (scope, bytes) in &report.evicted {
             info!(%scope, bytes, "compile cache evicted (over --compile-cache-budget)");
         }
@@ -140,4 +152,67 @@ pub fn gpu_product(gpu: Option<&GpuReport>) -> String {
 /// `now` as the keeper's clock.
 pub fn nanos(now: Timestamp) -> UnixNanos {
     now.as_nanosecond().try_into().unwrap_or(i64::MAX)
+}
+
+/// What the daemon's compile-cache pass is given (cluster or standalone).
+pub struct PassContext<'a, C> {
+    /// Every ColdModel.
+    pub models: &'a [ColdModel],
+    /// The warmer's plan (selected models, resolved images).
+    pub plan: &'a Plan,
+    /// Now.
+    pub now: Timestamp,
+    /// The agent's metrics.
+    pub metrics: &'a Metrics,
+    /// Credentials for the models' registries, as for their images.
+    pub creds: &'a C,
+}
+
+/// Per model whose policy names a registry: where its scopes travel. A registry that does not
+/// parse or credentials that cannot be read are returned by model, for its scopes' status.
+pub async fn ship_targets<C: Credentials>(
+    models: &[ColdModel],
+    wants: &[Want],
+    creds: &C,
+) -> (BTreeMap<String, ShipTarget>, BTreeMap<String, String>) {
+    let mut targets = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    for w in wants {
+        let Some(registry) = w.policy.registry.as_deref().filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let Some(model) = models.iter().find(|m| name_of(m) == w.model) else {
+            continue;
+        };
+        let target = async {
+            let repo = ImageRef::parse(registry).map_err(|e| e.to_string())?;
+            let auth = creds
+                .pull_auth(model, &repo)
+                .await
+                .map_err(|e| e.to_string())?;
+            Target::new(registry, auth).map_err(|e| e.to_string())
+        };
+        match target.await {
+            Ok(target) => {
+                let owner = Owner {
+                    uid: w.policy.uid.unwrap_or(0),
+                    gid: w.policy.gid.unwrap_or(0),
+                };
+                targets.insert(w.model.clone(), ShipTarget { target, owner });
+            }
+            Err(e) => {
+                errors.insert(w.model.clone(), format!("compile-cache registry: {e}"));
+            }
+        }
+    }
+    (targets, errors)
+}
+
+/// Sets the `transfer` line of the scopes of models whose target failed.
+pub fn mark_target_errors(statuses: &mut [CompileCacheStatus], errors: &BTreeMap<String, String>) {
+    for s in statuses.iter_mut().filter(|s| s.current) {
+        if let Some(e) = errors.get(&s.model) {
+            s.transfer = Some(e.clone());
+        }
+    }
 }

@@ -19,8 +19,9 @@
 //! `exported.json`.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
 
 use super::artifact::{self, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, annotations};
 use super::layout::{CacheRoot, Owner};
@@ -77,15 +78,12 @@ impl Target {
 /// Makes "the tag is absent, so push" one step across nodes. [`claim`](Claim::claim) returns
 /// false when another node holds the claim for `tag` (it is pushing); the holder calls
 /// [`release`](Claim::release) when done.
-pub trait Claim: Sync {
+pub trait Claim: Send + Sync {
     /// Take the claim on `tag` of `repository`.
-    fn claim(
-        &self,
-        repository: &str,
-        tag: &str,
-    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn claim<'a>(&'a self, repository: &'a str, tag: &'a str)
+    -> BoxFuture<'a, Result<bool, Error>>;
     /// Give it back.
-    fn release(&self, repository: &str, tag: &str) -> impl Future<Output = ()> + Send;
+    fn release<'a>(&'a self, repository: &'a str, tag: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// No coordination (a standalone node, `coldctl cache export --here`): the tag is checked again
@@ -94,10 +92,12 @@ pub trait Claim: Sync {
 pub struct NoClaim;
 
 impl Claim for NoClaim {
-    async fn claim(&self, _: &str, _: &str) -> Result<bool, Error> {
-        Ok(true)
+    fn claim<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async { Ok(true) })
     }
-    async fn release(&self, _: &str, _: &str) {}
+    fn release<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// What an export did.
@@ -211,12 +211,12 @@ fn may_push(
 }
 
 /// Pushes the newest sealed generation of `scope` to `target` by the push rule, as `node`.
-pub async fn export<C: Claim>(
+pub async fn export(
     root: &CacheRoot,
     scope: &str,
     client: &RegistryClient,
     target: &Target,
-    claim: &C,
+    claim: &dyn Claim,
     node: &str,
     now: UnixNanos,
 ) -> Result<Exported, Error> {

@@ -240,13 +240,15 @@ impl Images for ContainerdImages {
         image: &ImageRef,
         auth: Option<&RegistryAuth>,
     ) -> Result<ImageManifest, Error> {
+        self.registry_client().await.manifest(image, auth).await
+    }
+
+    async fn registry_client(&self) -> RegistryClient {
         let hosts_dir = match &self.cfg.hosts_dir {
             Some(dir) => Some(dir.clone()),
             None => self.cri_config().await.ok().and_then(|c| c.config_path),
         };
         RegistryClient::new(hosts_dir, self.cfg.registry_timeout)
-            .manifest(image, auth)
-            .await
     }
 
     #[instrument(skip_all, fields(image = %image, handler = runtime_handler), err(level = "debug"))]

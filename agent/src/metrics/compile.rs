@@ -17,6 +17,28 @@ pub(super) struct ModelLabels {
     model: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TransferLabels {
+    model: String,
+    /// `import` or `export`.
+    direction: String,
+    /// `imported`, `refused`, `untrusted`, `skipped`, `failed`; `pushed`, `present`, `failed`.
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DirectionLabels {
+    model: String,
+    direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct UseLabels {
+    model: String,
+    /// `hit`: the pods added nothing to the imported files; `miss`: they compiled more.
+    result: String,
+}
+
 /// The compile-cache families.
 #[derive(Debug)]
 pub(super) struct CompileFamilies {
@@ -24,6 +46,9 @@ pub(super) struct CompileFamilies {
     inert: Family<ModelLabels, Gauge>,
     seals: Family<ModelLabels, Counter>,
     evicted: Counter,
+    transfers: Family<TransferLabels, Counter>,
+    transferred: Family<DirectionLabels, Counter>,
+    import_uses: Family<UseLabels, Counter>,
 }
 
 impl CompileFamilies {
@@ -57,11 +82,37 @@ impl CompileFamilies {
             Some(Unit::Bytes),
             evicted.clone(),
         );
+        let transfers = Family::<TransferLabels, Counter>::default();
+        families.add(
+            "compile_cache_transfers",
+            "Compile-cache registry transfers finished, by model, direction and result",
+            None,
+            transfers.clone(),
+        );
+        let transferred = Family::<DirectionLabels, Counter>::default();
+        families.add(
+            "compile_cache_transferred",
+            "Compile-cache bytes moved to or from the registry (compressed), by model and \
+             direction",
+            Some(Unit::Bytes),
+            transferred.clone(),
+        );
+        let import_uses = Family::<UseLabels, Counter>::default();
+        families.add(
+            "compile_cache_import_uses",
+            "Seals of an imported scope after its pods were Ready: hit when they compiled \
+             nothing new, miss when they did",
+            None,
+            import_uses.clone(),
+        );
         CompileFamilies {
             bytes,
             inert,
             seals,
             evicted,
+            transfers,
+            transferred,
+            import_uses,
         }
     }
 }
@@ -102,5 +153,34 @@ impl Metrics {
             }
         }
         c.evicted.inc_by(evicted_bytes);
+    }
+
+    /// Records a finished registry transfer of `model`'s cache.
+    pub fn compile_cache_transfer(&self, model: &str, direction: &str, result: &str, bytes: u64) {
+        let c = &self.compile;
+        c.transfers
+            .get_or_create(&TransferLabels {
+                model: model.to_string(),
+                direction: direction.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        c.transferred
+            .get_or_create(&DirectionLabels {
+                model: model.to_string(),
+                direction: direction.to_string(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// Records a seal of an imported scope: `hit` when its pods compiled nothing new.
+    pub fn compile_cache_import_use(&self, model: &str, hit: bool) {
+        self.compile
+            .import_uses
+            .get_or_create(&UseLabels {
+                model: model.to_string(),
+                result: if hit { "hit" } else { "miss" }.to_string(),
+            })
+            .inc();
     }
 }

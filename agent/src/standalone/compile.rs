@@ -2,20 +2,24 @@
 //! on this machine holds something under it (a `/proc` scan: cwd, root, open files, mapped
 //! files) or the model's `health-url` answers 2xx; the first answer after none marks the scope
 //! used (what a pod turning Ready does in a cluster). The keeper runs as in cluster mode.
+//!
+//! A models file's `registry` pushes sealed scopes as in a cluster (without a fleet-wide push
+//! claim: [`NoClaim`]); a standalone node has no fleet to vouch for a digest, so it imports
+//! nothing by itself: `coldctl cache import --here --digest` names the digest to trust.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
-
 use super::models::NamedModel;
-use crate::api::{ColdModel, CompileCacheStatus};
+use crate::api::CompileCacheStatus;
 use crate::caches::keeper::{Inputs, PodUse};
-use crate::caches::runner::{self, Runner, Settings};
+use crate::caches::runner::{self, PassContext, Runner, Settings};
+use crate::caches::ship::NoClaim;
+use crate::caches::shipper::{ShipSettings, Shipper};
 use crate::gpu::GpuReport;
-use crate::metrics::Metrics;
-use crate::plan::Plan;
+use crate::images::RegistryClient;
+use crate::warmer::Credentials;
 
 /// Bound on one health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,20 +28,30 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct CompileCaches {
     settings: Settings,
     runner: Runner,
+    shipper: Shipper,
     http: reqwest::Client,
     proc_root: PathBuf,
 }
 
 impl CompileCaches {
-    /// Caches under `settings`, in-use scans of `proc_root` (`/proc`).
-    pub(super) fn new(settings: Settings, proc_root: PathBuf) -> CompileCaches {
+    /// Caches under `settings` of node `node`, in-use scans of `proc_root` (`/proc`).
+    pub(super) fn new(settings: Settings, node: &str, proc_root: PathBuf) -> CompileCaches {
         let http = reqwest::Client::builder()
             .timeout(PROBE_TIMEOUT)
             .no_proxy()
             .build()
             .unwrap_or_default();
+        let shipper = Shipper::new(
+            &settings.cache_root,
+            ShipSettings {
+                node: node.to_string(),
+                import_only: settings.import_only,
+                claim: std::sync::Arc::new(NoClaim),
+            },
+        );
         CompileCaches {
             runner: Runner::new(&settings.cache_root),
+            shipper,
             settings,
             http,
             proc_root,
@@ -48,12 +62,17 @@ impl CompileCaches {
     pub(super) async fn pass(
         &mut self,
         entries: &[NamedModel],
-        models: &[ColdModel],
-        plan: &Plan,
+        ctx: PassContext<'_, impl Credentials>,
         gpu: Option<&GpuReport>,
-        now: Timestamp,
-        metrics: &Metrics,
+        registry: impl Future<Output = RegistryClient>,
     ) -> Vec<CompileCacheStatus> {
+        let PassContext {
+            models,
+            plan,
+            now,
+            metrics,
+            creds,
+        } = ctx;
         let pods = self.probe(entries).await;
         let (settings, proc_root) = (&self.settings, &self.proc_root);
         let inputs = || Inputs {
@@ -65,7 +84,17 @@ impl CompileCaches {
             budget: Some(settings.budget),
             now: runner::nanos(now),
         };
-        self.runner.pass(true, inputs, metrics).await
+        let mut statuses = self.runner.pass(true, inputs, metrics).await;
+        let wants = runner::wants(models, plan);
+        let (targets, errors) = runner::ship_targets(models, &wants, creds).await;
+        if !targets.is_empty() && !self.settings.import_only {
+            let client = registry.await;
+            let now = runner::nanos(now);
+            self.shipper
+                .pass(&mut statuses, &targets, None, &client, metrics, now);
+        }
+        runner::mark_target_errors(&mut statuses, &errors);
+        statuses
     }
 
     /// Per model with a health URL: answering 2xx counts as a running, Ready server.
@@ -140,8 +169,9 @@ mod tests {
         let settings = Settings {
             cache_root: dir.path().into(),
             budget: 1 << 20,
+            import_only: false,
         };
-        let c = CompileCaches::new(settings, "/proc".into());
+        let c = CompileCaches::new(settings, "node", "/proc".into());
         let up = server(200).await;
         let failing = server(503).await;
         // A port nothing listens on: bind one, then drop it.

@@ -473,6 +473,7 @@ async fn the_pass_pulls_pins_and_syncs_with_the_files_credentials_and_lets_go_of
         compile: crate::caches::runner::Settings {
             cache_root: dir.path().join("cache"),
             budget: 1 << 30,
+            import_only: false,
         },
     };
     let mut pass = Standalone::new(settings, warmer, wake);

@@ -7,10 +7,13 @@
 //!   (`--node`), or this node's cache root read now (`--here`).
 //! - [`gc`]: a byte budget over this node's scopes, now (`--here` only: every agent collects
 //!   on its own under `--compile-cache-budget`).
+//! - [`ship`]: `export` and `import`: a scope to or from a registry, now (`--here`/`--node`:
+//!   in the cluster every agent does it on its own for `compileCache.registry`).
 
 pub mod env;
 pub mod gc;
 pub mod list;
+pub mod ship;
 
 use std::path::PathBuf;
 
@@ -35,6 +38,10 @@ enum Verb {
     List(list::Args),
     /// Evict this node's least recently used scopes down to a byte budget (--here).
     Gc(gc::Args),
+    /// Push a model's sealed scope on this node to a registry (--here or --node).
+    Export(ship::ExportArgs),
+    /// Import a model's scope from a registry into this node, by digest (--here or --node).
+    Import(ship::ImportArgs),
 }
 
 /// The node's cache root, as the agent's `--cache-root`.
@@ -59,6 +66,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
         Verb::Env(a) => env::run(cli, a).await,
         Verb::List(a) => list::run(cli, a).await,
         Verb::Gc(a) => gc::run(cli, a).await,
+        Verb::Export(a) => ship::export(cli, a).await,
+        Verb::Import(a) => ship::import(cli, a).await,
     }
 }
 

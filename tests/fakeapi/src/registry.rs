@@ -100,6 +100,8 @@ pub fn default_resources() -> Vec<ResourceType> {
         ResourceType::namespaced("", "v1", "pods", "Pod").with_status(true),
         ResourceType::namespaced("", "v1", "events", "Event"),
         ResourceType::namespaced("events.k8s.io", "v1", "events", "Event"),
+        // The agents' compile-cache push claims.
+        ResourceType::namespaced("coordination.k8s.io", "v1", "leases", "Lease"),
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldmodels", "ColdModel"),
         ResourceType::cluster("coldstart.dev", "v1alpha1", "coldnodes", "ColdNode")
             .with_status(false),
