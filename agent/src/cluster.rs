@@ -32,6 +32,7 @@ mod watched;
 use crate::caches::runner::PassContext;
 pub use crate::caches::runner::Settings as CompileSettings;
 use compile::CompileCaches;
+pub use compile::{LeaseClaim, claim_name, recorded_digests};
 use credentials::SecretCredentials;
 use events::NodeEvents;
 use watched::{Watched, watch};
