@@ -14,186 +14,15 @@
 mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use coldstart_agent::api::CompileCachePolicy;
-use coldstart_agent::caches::keeper::{Inputs, Keeper, PodUse, Want};
+use coldstart_agent::caches::keeper::Keeper;
 use coldstart_agent::caches::seal;
-use support::{SETUP_HINT, require_root, run_bounded};
-
-/// One probe run: Python start, `import torch`, the compile (or cache load) and two calls.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(600);
-/// The quiet period of this test (the agent's default is 30 s).
-const QUIET: Duration = Duration::from_secs(2);
-/// How long the tree may take to turn quiet after the probe exits.
-const QUIET_TIMEOUT: Duration = Duration::from_secs(60);
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// The ColdModel name of the test.
-const MODEL: &str = "probe-model";
-
-/// The torch tree, from the `torch <path>` line of `$COLDSTART_TESTENV/env`.
-fn torch_tree() -> PathBuf {
-    let tree = support::hub_py::testenv_path("torch", "the Debian tree with python3-torch");
-    assert!(
-        tree.join("usr/bin/python3").exists(),
-        "{} has no python3; {SETUP_HINT}",
-        tree.display()
-    );
-    tree
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
-/// What `coldctl cache env MODEL --here -o json` prints for a cache root.
-struct PodSpec {
-    host_path: PathBuf,
-    mount_path: String,
-    env: Vec<(String, String)>,
-}
-
-fn cache_env(cache_root: &Path, model: &str) -> PodSpec {
-    let mut cmd = Command::new(common::coldctl_bin());
-    cmd.args([
-        "cache",
-        "env",
-        model,
-        "--here",
-        "-o",
-        "json",
-        "--cache-root",
-    ])
-    .arg(cache_root)
-    .env("COLDSTART_LOG", "warn");
-    let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
-    assert!(out.status.success(), "coldctl cache env: {out:?}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
-    PodSpec {
-        host_path: PathBuf::from(s(&doc["volume"]["hostPath"]["path"])),
-        mount_path: s(&doc["volumeMount"]["mountPath"]),
-        env: doc["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| (s(&e["name"]), s(&e["value"])))
-            .collect(),
-    }
-}
-
-/// Runs the probe in the torch tree as a container of the pod would: the volume bound at its
-/// mount path, exactly the printed env; returns its JSON line.
-fn probe(tree: &Path, pod: &PodSpec) -> serde_json::Value {
-    probe_with(tree, pod, "--bind")
-}
-
-/// [`probe`] with the volume mounted `--bind` (read-write: the probe must succeed) or `--ro`
-/// (read-only: whatever it reports).
-fn probe_with(tree: &Path, pod: &PodSpec, mode: &str) -> serde_json::Value {
-    let probe_dir = Path::new(REPO).join("tests/torch");
-    let mut cmd = Command::new(Path::new(REPO).join("scripts/torch-run.sh"));
-    cmd.env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .envs(pod.env.iter().cloned())
-        .arg(tree)
-        .arg(mode)
-        .arg(format!("{}:{}", pod.host_path.display(), pod.mount_path))
-        .arg("--ro")
-        .arg(&probe_dir)
-        .arg("--")
-        .arg("python3")
-        .arg(probe_dir.join("compile_probe.py"));
-    let out = run_bounded(&mut cmd, PROBE_TIMEOUT).unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON line from the probe ({}); stderr:\n{stderr}",
-                out.status
-            )
-        });
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    if mode == "--bind" {
-        assert_eq!(
-            v["ok"],
-            true,
-            "the probe failed (Inductor could not compile?): {v}\nstderr tail:\n{}",
-            stderr
-                .chars()
-                .rev()
-                .take(4000)
-                .collect::<String>()
-                .chars()
-                .rev()
-                .collect::<String>()
-        );
-    }
-    v
-}
-
-/// The keeper's inputs: the model wanted, its "pod" running and, when `ready`, Ready.
-fn inputs(ready: bool) -> Inputs {
-    let policy = CompileCachePolicy {
-        quiet_period_seconds: Some(QUIET.as_secs() as u32),
-        ..CompileCachePolicy::default()
-    };
-    let pod = PodUse {
-        running: true,
-        ready: if ready {
-            ["pod-1".to_string()].into()
-        } else {
-            BTreeSet::new()
-        },
-    };
-    Inputs {
-        wants: vec![Want {
-            model: MODEL.into(),
-            image_digest: format!("sha256:{}", "ab".repeat(32)),
-            policy,
-        }],
-        gpu_product: "cpu".into(),
-        pods: BTreeMap::from([(MODEL.to_string(), pod)]),
-        held: BTreeSet::new(),
-        proc_root: None,
-        budget: None,
-        now: now(),
-    }
-}
-
-/// Runs keeper passes (a pod Ready) until it seals; returns how long that took and the
-/// generation.
-fn wait_sealed(keeper: &mut Keeper) -> (Duration, u64) {
-    let start = Instant::now();
-    loop {
-        let r = keeper.pass(&inputs(true));
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        if let Some((_, generation)) = r.sealed.first() {
-            return (start.elapsed(), *generation);
-        }
-        assert!(
-            start.elapsed() < QUIET_TIMEOUT,
-            "never sealed: {:?}",
-            r.statuses
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use support::torch::{
+    MODEL, PodSpec, cache_env, inputs, probe, probe_with, torch_tree, wait_sealed,
+};
+use support::{require_root, run_bounded};
 
 #[test]
 #[ignore = "needs the torch tree (scripts/test-env.sh) and root"]
@@ -211,7 +40,7 @@ fn a_sealed_scope_serves_a_second_process_from_inductors_fx_graph_cache() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let scope = r.statuses[0].scope.clone();
     let root = keeper.root().clone();
-    let pod = cache_env(dir.path(), MODEL);
+    let pod = cache_env(&common::coldctl_bin(), dir.path(), MODEL);
     assert_eq!(pod.host_path, root.model_link(MODEL));
 
     let first = probe(&tree, &pod);
@@ -280,4 +109,111 @@ fn a_sealed_scope_serves_a_second_process_from_inductors_fx_graph_cache() {
         "first_call_s: cold {} s, from the sealed scope {} s, from a private copy {} s",
         first["first_call_s"], second["first_call_s"], third["first_call_s"]
     );
+}
+
+#[test]
+#[ignore = "needs the torch tree and docker-registry (scripts/test-env.sh) and root"]
+fn a_scope_compiled_on_node_a_serves_node_bs_first_call_after_import() {
+    use coldstart_agent::caches::ship::{self, Exported, Imported, NoClaim, Target, Trust};
+    use coldstart_agent::images::RegistryClient;
+
+    require_root();
+    let tree = torch_tree();
+    let reg = support::Registry::start_plain().unwrap();
+    let target = Target::new(&format!("{}/coldstart/compile-caches", reg.host()), None).unwrap();
+    let client = RegistryClient::new(None, Duration::from_secs(30));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let coldctl = common::coldctl_bin();
+
+    // Node A: the keeper makes the scope, the "pod" compiles, the keeper seals, A exports.
+    let dir_a = tempfile::Builder::new()
+        .prefix("coldstart-node-a-")
+        .tempdir()
+        .unwrap();
+    let mut keeper_a = Keeper::new(dir_a.path());
+    let r = keeper_a.pass(&inputs(false));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let scope = r.statuses[0].scope.clone();
+    let cold = probe(&tree, &cache_env(&coldctl, dir_a.path(), MODEL));
+    assert_eq!(cold["cache"]["fxgraph_cache_miss"], 1, "{cold}");
+    wait_sealed(&mut keeper_a);
+    let out = rt
+        .block_on(ship::export(
+            keeper_a.root(),
+            &scope,
+            &client,
+            &target,
+            &NoClaim,
+            "node-a",
+            support::torch::now(),
+        ))
+        .unwrap();
+    let Exported::Pushed(pushed) = out else {
+        panic!("A did not push: {out:?}")
+    };
+
+    // Node B: same model, image and GPU: the same scope, empty until imported.
+    let dir_b = tempfile::Builder::new()
+        .prefix("coldstart-node-b-")
+        .tempdir()
+        .unwrap();
+    let mut keeper_b = Keeper::new(dir_b.path());
+    let r = keeper_b.pass(&inputs(false));
+    assert_eq!(r.statuses[0].scope, scope, "same key, same scope");
+    assert_eq!(r.statuses[0].files, 0);
+    let s = coldstart_agent::caches::scope::list_scopes(keeper_b.root())
+        .unwrap()
+        .remove(0);
+    let owner = coldstart_agent::caches::Owner { uid: 0, gid: 0 };
+    let out = rt
+        .block_on(ship::import(
+            keeper_b.root(),
+            &s,
+            owner,
+            &client,
+            &target,
+            &Trust::Digest(pushed.digest.clone()),
+            support::torch::now(),
+        ))
+        .unwrap();
+    let Imported::Done(imported) = out else {
+        panic!("B did not import: {out:?}")
+    };
+    let warm = probe(&tree, &cache_env(&coldctl, dir_b.path(), MODEL));
+    assert_eq!(warm["cache"]["fxgraph_cache_hit"], 1, "{warm}");
+    assert_eq!(warm["cache"]["fxgraph_cache_miss"], 0, "{warm}");
+    // B's pod compiled nothing new: its seal finds the imported files and adds no generation.
+    let (_, generation) = wait_sealed_or_unchanged(&mut keeper_b);
+    assert_eq!(generation, 1);
+    let status = keeper_b.pass(&inputs(true)).statuses.remove(0);
+    assert_eq!(status.imported.as_ref().unwrap().digest, pushed.digest);
+    println!(
+        "first_call_s: node A cold {} s, node B after import {} s; shipped {} bytes ({} bytes \
+         of files)",
+        cold["first_call_s"], warm["first_call_s"], imported.transferred_bytes, imported.bytes
+    );
+}
+
+/// Keeper passes until the used scope is sealed or found unchanged; returns the time and the
+/// newest generation.
+fn wait_sealed_or_unchanged(keeper: &mut Keeper) -> (Duration, u64) {
+    let start = std::time::Instant::now();
+    loop {
+        let r = keeper.pass(&inputs(true));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        if let Some(st) = r.statuses.first()
+            && st.sealed
+        {
+            return (start.elapsed(), st.generation.unwrap_or_default());
+        }
+        assert!(
+            start.elapsed() < support::torch::QUIET_TIMEOUT,
+            "never sealed: {:?}",
+            r.statuses
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

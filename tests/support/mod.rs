@@ -17,6 +17,7 @@ pub mod nvml;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
+pub mod torch;
 
 use std::io::{Read, Write as _};
 use std::net::{Ipv4Addr, TcpListener};
