@@ -264,12 +264,30 @@ fn the_karpenter_overlay_replaces_stuck_nodes_and_deletes_only_its_own_nodeclaim
 /// Every kustomization of the scale-from-zero bundle, with what it must render: the vLLM
 /// example and its KEDA variants, the Karpenter-on-AWS overlay.
 const BUNDLE: [(&str, &str); 6] = [
-    ("deploy/examples/vllm/base", ": 3 built-in and 0 custom object(s)"),
-    ("deploy/examples/vllm/instance-store", ": 3 built-in and 0 custom object(s)"),
-    ("deploy/examples/vllm/keda", ": 3 built-in and 1 custom object(s)"),
-    ("deploy/examples/vllm/keda-warm-minimum", ": 3 built-in and 1 custom object(s)"),
-    ("deploy/examples/vllm/keda-scale-to-zero", ": 3 built-in and 2 custom object(s)"),
-    ("deploy/overlays/karpenter-aws", ": 24 built-in and 2 custom object(s)"),
+    (
+        "deploy/examples/vllm/base",
+        ": 3 built-in and 0 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/instance-store",
+        ": 3 built-in and 0 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda",
+        ": 3 built-in and 1 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda-warm-minimum",
+        ": 3 built-in and 1 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda-scale-to-zero",
+        ": 3 built-in and 2 custom object(s)",
+    ),
+    (
+        "deploy/overlays/karpenter-aws",
+        ": 24 built-in and 2 custom object(s)",
+    ),
 ];
 
 #[test]
@@ -278,7 +296,10 @@ fn every_bundle_kustomization_renders_and_validates() {
     for (dir, counts) in BUNDLE {
         let (code, text) = validate(&[dir]);
         assert_eq!(code, 0, "{dir}:\n{text}");
-        assert!(text.contains(counts), "{dir}: expected {counts:?} in:\n{text}");
+        assert!(
+            text.contains(counts),
+            "{dir}: expected {counts:?} in:\n{text}"
+        );
     }
 }
 
@@ -333,7 +354,10 @@ fn the_bundle_is_wired_the_way_the_facts_say() {
     assert_eq!(tmpl["metadata"]["labels"]["coldstart.dev/agent"], "enabled");
     let class = find(&objs, "EC2NodeClass", "gpu-nvme");
     assert_eq!(class["spec"]["instanceStorePolicy"], "RAID0");
-    assert_eq!(pool["spec"]["template"]["spec"]["nodeClassRef"]["name"], "gpu-nvme");
+    assert_eq!(
+        pool["spec"]["template"]["spec"]["nodeClassRef"]["name"],
+        "gpu-nvme"
+    );
     let ds = find(&objs, "DaemonSet", "coldstart-agent");
     let cache = ds["spec"]["template"]["spec"]["volumes"]
         .as_sequence()
@@ -379,7 +403,10 @@ fn the_bundle_is_wired_the_way_the_facts_say() {
         .find(|t| t["type"] == "external-push")
         .expect("external-push trigger");
     let route = of_kind(&objs, "InterceptorRoute")[0];
-    assert_eq!(http["metadata"]["interceptorRoute"], route["metadata"]["name"]);
+    assert_eq!(
+        http["metadata"]["interceptorRoute"],
+        route["metadata"]["name"]
+    );
     assert_eq!(route["apiVersion"], "http.keda.sh/v1beta1");
     for t in ["readiness", "request"] {
         assert!(route["spec"]["timeouts"][t].is_string(), "timeouts.{t}");
@@ -387,5 +414,8 @@ fn the_bundle_is_wired_the_way_the_facts_say() {
     // The route's target is the example's Service and port.
     let svc = find(&objs, "Service", "qwen-0-5b");
     assert_eq!(route["spec"]["target"]["service"], svc["metadata"]["name"]);
-    assert_eq!(route["spec"]["target"]["portName"], svc["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        route["spec"]["target"]["portName"],
+        svc["spec"]["ports"][0]["name"]
+    );
 }

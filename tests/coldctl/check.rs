@@ -166,6 +166,31 @@ fn check_of_files_needs_no_cluster() {
             .contains("deployment/qwen-0-5b: nothing starts it cold"),
         "{run:?}"
     );
+    // The instance-store variant is clean for nodes whose cache root is on the RAID0, and
+    // names the hostPaths for nodes whose cache root is the default.
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = dir.path().join("instance-store.yaml");
+    std::fs::write(
+        &rendered,
+        security::render("deploy/examples/vllm/instance-store"),
+    )
+    .unwrap();
+    let rendered = rendered.to_str().unwrap();
+    let raid = ["check", "-f", rendered, "-f", &coldmodel, "--here"];
+    let run = common::coldctl(
+        &[&raid[..], &["--cache-root", "/mnt/k8s-disks/0/coldstart"]].concat(),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = common::coldctl(
+        &[&raid[..], &["-o", "json"]].concat(),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        ids(&run.json()),
+        ["hub-cache-missing", "compile-cache-differs"]
+    );
     // --here with the ColdModel missing from the files: a usage error naming it.
     let run = common::coldctl(
         &["check", "-f", &example, "--here"],
