@@ -31,15 +31,19 @@ async function models(apiVersion) {
   return loaded[apiVersion];
 }
 
-// One line for an ajv error list: each error's path and message.
+// One line for a validation failure: each ajv error's path and message (and the allowed
+// values of an enum).
 function why(e) {
   const errors = e?.errors ?? e?.details;
-  if (Array.isArray(errors) && errors.length) {
-    return errors
-      .map((x) => `${x.instancePath || "(root)"} ${x.message ?? x.keyword}${x.params?.allowedValues ? ` (${x.params.allowedValues.join(", ")})` : ""}${x.params?.missingProperty ? "" : ""}`)
-      .join("; ");
+  if (!Array.isArray(errors) || errors.length === 0) {
+    return String(e?.message ?? e).replace(/\s+/g, " ");
   }
-  return String(e?.message ?? e).replace(/\s+/g, " ");
+  return errors
+    .map((x) => {
+      const allowed = x.params?.allowedValues ? ` (${x.params.allowedValues.join(", ")})` : "";
+      return `${x.instancePath || "(root)"} ${x.message ?? x.keyword}${allowed}`;
+    })
+    .join("; ");
 }
 
 const objects = JSON.parse(readFileSync(0, "utf8"));
