@@ -184,11 +184,17 @@ def check_interceptor_route(doc):
             part = metric.get(key)
             if part is None:
                 continue
+            if not isinstance(part, dict):
+                problems.append("spec.scalingMetric.%s: not an object" % key)
+                continue
             problems += unknown(part, allowed, "spec.scalingMetric.%s" % key)
             if not isinstance(part.get("targetValue"), int) or part["targetValue"] < 1:
                 problems.append("spec.scalingMetric.%s.targetValue: a positive integer is required" % key)
     for i, rule in enumerate(spec.get("rules") or []):
         at = "spec.rules.%d" % i
+        if not isinstance(rule, dict):
+            problems.append("%s: not an object" % at)
+            continue
         problems += unknown(rule, {"hosts", "paths", "headers"}, at)
         for j, path in enumerate(rule.get("paths") or []):
             if not isinstance(path, dict) or not path.get("value"):
@@ -216,7 +222,9 @@ def check_interceptor_route(doc):
             and GO_DURATION.match(str(timeouts["request"])) and go_seconds(timeouts["request"]) < go_seconds(timeouts["readiness"]):
         problems.append("spec.timeouts.request: shorter than readiness, so a cold start always times out")
     cold = spec.get("coldStart")
-    if cold is not None:
+    if cold is not None and not isinstance(cold, dict):
+        problems.append("spec.coldStart: not an object")
+    elif cold is not None:
         problems += unknown(cold, {"fallback", "placeholder"}, "spec.coldStart")
         if not ({"fallback", "placeholder"} & set(cold)):
             problems.append("spec.coldStart: at least one of fallback or placeholder must be set")
