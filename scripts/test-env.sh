@@ -87,26 +87,37 @@ install_python() {
   fi
 }
 
-# Offline validation of the Prometheus Operator kinds in deploy/observability (PodMonitor,
-# PrometheusRule): the validators of @kubernetes-models/prometheus-operator, pinned, in a
-# directory of their own ($TESTENV/npm/node_modules, where tests/observability.rs looks). npm
-# reaches its registry by package name.
-PROMOP_VERSION=6.0.0
+# Offline validation of third-party kinds with the validators the @kubernetes-models packages
+# generate from the upstream CRDs, pinned, in a directory of their own
+# ($TESTENV/npm/node_modules, where tests/observability.rs and scripts/validate_manifests.py
+# look): the Prometheus Operator's (deploy/observability), KEDA's and Karpenter's (the
+# scale-from-zero bundle). npm reaches its registry by package name.
+NPM_PACKAGES=(
+  "@kubernetes-models/prometheus-operator@6.0.0"
+  "@kubernetes-models/keda@2.0.0"
+  "@kubernetes-models/karpenter@2.0.0"
+)
 install_npm() {
   local dir="$TESTENV/npm"
-  local pkg="$dir/node_modules/@kubernetes-models/prometheus-operator/package.json"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     log "installing nodejs and npm"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
-  if [ -f "$pkg" ] && node -e 'process.exit(require(process.argv[1]).version === process.argv[2] ? 0 : 1)' "$pkg" "$PROMOP_VERSION"; then
+  local missing=() spec name version pkg
+  for spec in "${NPM_PACKAGES[@]}"; do
+    name=${spec%@*}; version=${spec##*@}
+    pkg="$dir/node_modules/$name/package.json"
+    if ! { [ -f "$pkg" ] && node -e 'process.exit(require(process.argv[1]).version === process.argv[2] ? 0 : 1)' "$pkg" "$version"; }; then
+      missing+=("$spec")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
     return
   fi
-  log "installing @kubernetes-models/prometheus-operator $PROMOP_VERSION"
+  log "installing ${missing[*]}"
   mkdir -p "$dir"
-  npm install --prefix "$dir" --no-audit --no-fund --silent \
-    "@kubernetes-models/prometheus-operator@$PROMOP_VERSION" >/dev/null
+  npm install --prefix "$dir" --no-audit --no-fund --silent "${missing[@]}" >/dev/null
 }
 
 # kubectl renders deploy/ (its built-in kustomize). The machine image ships kubectl 1.32 with

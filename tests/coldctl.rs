@@ -8,6 +8,8 @@
 
 #[path = "coldctl/cache.rs"]
 mod cache;
+#[path = "coldctl/check.rs"]
+mod check;
 mod common;
 #[path = "coldctl/kinds.rs"]
 mod kinds;

@@ -260,3 +260,158 @@ fn the_karpenter_overlay_replaces_stuck_nodes_and_deletes_only_its_own_nodeclaim
         "{ds:?}"
     );
 }
+
+/// Every kustomization of the scale-from-zero bundle, with what it must render: the vLLM
+/// example and its KEDA variants, the Karpenter-on-AWS overlay.
+const BUNDLE: [(&str, &str); 6] = [
+    (
+        "deploy/examples/vllm/base",
+        ": 3 built-in and 0 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/instance-store",
+        ": 3 built-in and 0 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda",
+        ": 3 built-in and 1 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda-warm-minimum",
+        ": 3 built-in and 1 custom object(s)",
+    ),
+    (
+        "deploy/examples/vllm/keda-scale-to-zero",
+        ": 3 built-in and 2 custom object(s)",
+    ),
+    (
+        "deploy/overlays/karpenter-aws",
+        ": 24 built-in and 2 custom object(s)",
+    ),
+];
+
+#[test]
+#[ignore = "needs kubectl, node and the venv and npm packages of scripts/test-env.sh"]
+fn every_bundle_kustomization_renders_and_validates() {
+    for (dir, counts) in BUNDLE {
+        let (code, text) = validate(&[dir]);
+        assert_eq!(code, 0, "{dir}:\n{text}");
+        assert!(
+            text.contains(counts),
+            "{dir}: expected {counts:?} in:\n{text}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs kubectl, node and the venv and npm packages of scripts/test-env.sh"]
+fn broken_bundle_fixture_fails_naming_each_problem() {
+    let (code, text) = validate(&["tests/fixtures/broken-bundle"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("9 problem(s)"), "{text}");
+    for expected in [
+        // Built-in kinds: kubernetes-validate.
+        "Deployment/broken-vllm: spec.template.spec.terminationGracePeriodSeconds: 'sixty' is not of type 'integer'",
+        "PodDisruptionBudget/broken-pdb: spec: Additional properties are not allowed ('maxUnavailabe' was unexpected)",
+        // KEDA and Karpenter: the validators the npm models generate from the upstream CRDs
+        // (types, required fields, enums; they do not refuse unknown fields).
+        "ScaledObject/broken-so: /spec/minReplicaCount must be integer (@kubernetes-models)",
+        "NodePool/broken-pool: /spec/template/spec/startupTaints/0 must have required property effect (@kubernetes-models)",
+        "EC2NodeClass/broken-class: /spec/instanceStorePolicy must be equal to one of the allowed values (RAID0) (@kubernetes-models)",
+        "NodeClaim/broken-claim: /spec must have required property nodeClassRef (@kubernetes-models)",
+        // The HTTP add-on's InterceptorRoute, field by field.
+        "InterceptorRoute/broken-route: spec.target: exactly one of port or portName must be set",
+        "InterceptorRoute/broken-route: spec.timeouts.readiness: unset",
+        "InterceptorRoute/broken-route: spec.timeouts.request: 0 disables the limit",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+/// The objects of `kind` in a rendered kustomization.
+fn of_kind<'a>(objs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+#[ignore = "needs kubectl (scripts/test-env.sh)"]
+fn the_bundle_is_wired_the_way_the_facts_say() {
+    use coldstart_agent::api::{WARMING_TAINT_KEY, WARMING_TAINT_VALUE};
+    // Karpenter: the warming taint is a startup taint, the GPU taint a taint; the pool stamps
+    // the agent's node label; the cache root sits on the RAID0 mount.
+    let objs = render("deploy/overlays/karpenter-aws");
+    let pool = find(&objs, "NodePool", "gpu-qwen");
+    let tmpl = &pool["spec"]["template"];
+    let startup = &tmpl["spec"]["startupTaints"][0];
+    assert_eq!(startup["key"], WARMING_TAINT_KEY);
+    assert_eq!(startup["value"], WARMING_TAINT_VALUE);
+    assert_eq!(startup["effect"], "NoSchedule");
+    assert_eq!(tmpl["spec"]["taints"][0]["key"], "nvidia.com/gpu");
+    assert_eq!(tmpl["metadata"]["labels"]["coldstart.dev/agent"], "enabled");
+    let class = find(&objs, "EC2NodeClass", "gpu-nvme");
+    assert_eq!(class["spec"]["instanceStorePolicy"], "RAID0");
+    assert_eq!(
+        pool["spec"]["template"]["spec"]["nodeClassRef"]["name"],
+        "gpu-nvme"
+    );
+    let ds = find(&objs, "DaemonSet", "coldstart-agent");
+    let cache = ds["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "cache")
+        .expect("the cache volume");
+    assert_eq!(cache["hostPath"]["path"], "/mnt/k8s-disks/0/coldstart");
+    // The ColdModel example selects the pool's nodes by the label the pool stamps.
+    let model: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("deploy/examples/coldmodel-qwen.yaml"))
+            .expect("example"),
+    )
+    .expect("yaml");
+    for (k, v) in model["spec"]["nodeSelector"]["matchLabels"]
+        .as_mapping()
+        .expect("matchLabels")
+    {
+        assert_eq!(&tmpl["metadata"]["labels"][k], v, "{k:?}");
+    }
+    // KEDA: the cost breaker is a formula over named triggers (KEDA takes the max of
+    // independent ones); scale-to-zero wakes on the interceptor's external-push trigger.
+    let objs = render("deploy/examples/vllm/keda-scale-to-zero");
+    let so = of_kind(&objs, "ScaledObject")[0];
+    assert_eq!(so["spec"]["minReplicaCount"], 0);
+    let formula = so["spec"]["advanced"]["scalingModifiers"]["formula"]
+        .as_str()
+        .expect("formula");
+    let triggers = so["spec"]["triggers"].as_sequence().expect("triggers");
+    for t in triggers {
+        let name = t["name"].as_str().expect("every trigger is named");
+        assert!(formula.contains(name), "{name} not in {formula}");
+    }
+    let cost = triggers.iter().find(|t| t["name"] == "cost").expect("cost");
+    assert!(
+        cost["metadata"]["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("node_total_hourly_cost")),
+        "{cost:?}"
+    );
+    let http = triggers
+        .iter()
+        .find(|t| t["type"] == "external-push")
+        .expect("external-push trigger");
+    let route = of_kind(&objs, "InterceptorRoute")[0];
+    assert_eq!(
+        http["metadata"]["interceptorRoute"],
+        route["metadata"]["name"]
+    );
+    assert_eq!(route["apiVersion"], "http.keda.sh/v1beta1");
+    for t in ["readiness", "request"] {
+        assert!(route["spec"]["timeouts"][t].is_string(), "timeouts.{t}");
+    }
+    // The route's target is the example's Service and port.
+    let svc = find(&objs, "Service", "qwen-0-5b");
+    assert_eq!(route["spec"]["target"]["service"], svc["metadata"]["name"]);
+    assert_eq!(
+        route["spec"]["target"]["portName"],
+        svc["spec"]["ports"][0]["name"]
+    );
+}

@@ -386,7 +386,7 @@ fn rendered_operator_objects() -> Vec<Value> {
 /// Runs the validator script on `objs`: its exit status and output.
 #[allow(clippy::expect_used)] // a test helper: a failure is the test's failure
 fn validate(objs: &[Value]) -> (bool, String) {
-    let script = root().join("tests/observability/validate.mjs");
+    let script = root().join("scripts/validate_models.mjs");
     let mut child = Command::new("node")
         .arg(&script)
         .arg(node_modules())

@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod cache;
+pub mod check;
 pub mod completion;
 pub mod nodes;
 pub mod status;

@@ -99,6 +99,8 @@ pub fn default_resources() -> Vec<ResourceType> {
         // Status kept on create, as for nodes: tests create pods as the kubelet would see them.
         ResourceType::namespaced("", "v1", "pods", "Pod").with_status(true),
         ResourceType::namespaced("", "v1", "events", "Event"),
+        // What `coldctl check deployment/NAME` reads.
+        ResourceType::namespaced("apps", "v1", "deployments", "Deployment").with_status(true),
         ResourceType::namespaced("events.k8s.io", "v1", "events", "Event"),
         // The agents' compile-cache push claims.
         ResourceType::namespaced("coordination.k8s.io", "v1", "leases", "Lease"),
