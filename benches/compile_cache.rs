@@ -133,7 +133,9 @@ fn run() -> anyhow::Result<()> {
     );
 
     let (mut colds, mut warms, mut ratios, mut imports) = (vec![], vec![], vec![], vec![]);
-    println!("| round | first | cold first call s | imported first call s | import s | imported/cold |");
+    println!(
+        "| round | first | cold first call s | imported first call s | import s | imported/cold |"
+    );
     println!("|---|---|---|---|---|---|");
     for round in 0..runs {
         let cold_first = round % 2 == 0;
@@ -152,7 +154,10 @@ fn run() -> anyhow::Result<()> {
                     coldctl_cache("import", dir.path(), &registry, &["--digest", &digest])?;
                 ensure!(doc["result"] == "imported", "import: {doc}");
                 let v = probe(&tree, &cache_env(&coldctl, dir.path(), MODEL));
-                ensure!(v["cache"]["fxgraph_cache_hit"] == 1, "imported run missed: {v}");
+                ensure!(
+                    v["cache"]["fxgraph_cache_hit"] == 1,
+                    "imported run missed: {v}"
+                );
                 warm = first_call(&v)?;
                 import_s = took.as_secs_f64();
             }

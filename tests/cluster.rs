@@ -38,6 +38,8 @@ use support::{
 
 const MIB: usize = 1 << 20;
 const NODE: &str = "gpu-1";
+/// A second node, for what travels between nodes (compile caches).
+const NODE_2: &str = "gpu-2";
 const REPO: &str = "acme/tiny-model";
 const MODEL: &str = "acme--tiny-model";
 const IMAGE: &str = "registry.coldstart.test/serving/vllm:v1";
@@ -49,7 +51,7 @@ const OTHER_TAINT: &str = "example.com/maintenance";
 struct World {
     hosts: tempfile::TempDir,
     _images: tempfile::TempDir,
-    _registry: Registry,
+    registry: Registry,
     ctd: Containerd,
     hub: FakeHub,
     api: FakeApi,
@@ -97,7 +99,7 @@ impl World {
         )
         .unwrap();
         let manifests = common::security::render("deploy/overlays/karpenter");
-        common::security::secure(&api, &manifests, &[NODE]);
+        common::security::secure(&api, &manifests, &[NODE, NODE_2]);
         api.create(node()).unwrap();
         api.create(secret("coldstart-system", "hub-s3cret\n"))
             .unwrap();
@@ -108,7 +110,7 @@ impl World {
             nvml,
             hosts,
             _images: images,
-            _registry: registry,
+            registry,
             ctd,
             hub,
             api,
@@ -133,13 +135,34 @@ impl World {
 
     /// Starts the agent for node `gpu-1` with `nvml` as its NVML flags; `extra` flags last.
     fn agent_with_nvml(&self, nvml: &[&str], extra: &[&str]) -> Agent {
-        let log = self.dir.path().join("agent.log");
+        self.agent_on(NODE, &self.cache_root(), nvml, extra)
+    }
+
+    /// Starts an agent for `node` (its own token: [`NODE`] or [`NODE_2`]) with the cache root
+    /// `cache_root` and `nvml` as its NVML flags; `extra` flags last. Its log is
+    /// `agent.log` for [`NODE`], `agent-<node>.log` for another.
+    fn agent_on(&self, node: &str, cache_root: &Path, nvml: &[&str], extra: &[&str]) -> Agent {
+        let (log, kubeconfig) = if node == NODE {
+            (
+                self.dir.path().join("agent.log"),
+                self.dir.path().join("kubeconfig"),
+            )
+        } else {
+            let kubeconfig = self.dir.path().join(format!("kubeconfig-{node}"));
+            self.api
+                .kubeconfig_with_token(&kubeconfig, &common::security::agent_token(node))
+                .unwrap();
+            (
+                self.dir.path().join(format!("agent-{node}.log")),
+                kubeconfig,
+            )
+        };
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = common::agent_command();
         cmd.args([
             "run",
             "--node-name",
-            NODE,
+            node,
             "--namespace",
             "coldstart-system",
         ])
@@ -153,11 +176,11 @@ impl World {
         .arg("--registry-config-dir")
         .arg(self.hosts.path())
         .arg("--cache-root")
-        .arg(self.cache_root())
+        .arg(cache_root)
         .args(["--hub-endpoint", &self.hub.url()])
         .args(nvml)
         .args(extra)
-        .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+        .env("KUBECONFIG", kubeconfig)
         .env("COLDSTART_LOG", "info,coldstart_agent=debug")
         .env("COLDSTART_LOG_FORMAT", "text")
         .stdin(Stdio::null())
@@ -186,6 +209,10 @@ impl World {
 
     fn coldnode(&self) -> Option<Value> {
         self.api.get("coldnodes", "", NODE)
+    }
+
+    fn coldnode_of(&self, node: &str) -> Option<Value> {
+        self.api.get("coldnodes", "", node)
     }
 
     fn node(&self) -> Value {
@@ -261,9 +288,13 @@ fn model_files() -> Vec<(String, Vec<u8>)> {
 }
 
 fn node() -> Value {
+    node_named(NODE)
+}
+
+fn node_named(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": NODE, "labels": {"pool": "gpu", "kubernetes.io/hostname": NODE}},
+        "metadata": {"name": name, "labels": {"pool": "gpu", "kubernetes.io/hostname": name}},
         "spec": {"taints": [
             {"key": TAINT, "value": "true", "effect": "NoSchedule"},
             {"key": OTHER_TAINT, "effect": "NoSchedule"}

@@ -89,6 +89,9 @@ pub struct Warmer<I, W> {
     pulls: BTreeMap<String, Running>,
     syncs: BTreeMap<String, Running>,
     image_records: BTreeMap<String, Record>,
+    /// Manifest digests CRI reports for present images, by image (the status's `resolved`
+    /// when no pull of this agent recorded one).
+    present_digests: BTreeMap<String, String>,
     weight_records: BTreeMap<String, Record>,
     /// Models held in the cache, by ColdModel name.
     held: BTreeMap<String, RepoId>,
@@ -138,6 +141,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Warmer<I, W> {
             pulls: BTreeMap::new(),
             syncs: BTreeMap::new(),
             image_records: BTreeMap::new(),
+            present_digests: BTreeMap::new(),
             weight_records: BTreeMap::new(),
             held: BTreeMap::new(),
             unselected_since: BTreeMap::new(),

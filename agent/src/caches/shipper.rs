@@ -64,8 +64,10 @@ pub struct Shipper {
     running: BTreeMap<String, Running>,
     /// The last outcome per scope, for its status.
     last: BTreeMap<String, String>,
-    /// Not before this time (nanoseconds), per scope.
-    retry_at: BTreeMap<String, UnixNanos>,
+    /// No import before this time (nanoseconds), per scope.
+    import_retry_at: BTreeMap<String, UnixNanos>,
+    /// No export before this time (nanoseconds), per scope.
+    export_retry_at: BTreeMap<String, UnixNanos>,
     /// Generation whose export is settled (pushed, or the tag is another node's), per scope.
     settled: BTreeMap<String, u64>,
     /// Scopes imported by this agent (the keeper's report may not show it yet).
@@ -88,7 +90,8 @@ impl Shipper {
             settings,
             running: BTreeMap::new(),
             last: BTreeMap::new(),
-            retry_at: BTreeMap::new(),
+            import_retry_at: BTreeMap::new(),
+            export_retry_at: BTreeMap::new(),
             settled: BTreeMap::new(),
             imported: Default::default(),
         }
@@ -100,7 +103,7 @@ impl Shipper {
             && s.imported.is_none()
             && !self.imported.contains(&s.scope)
             && !self.running.contains_key(&s.scope)
-            && self.retry_at.get(&s.scope).is_none_or(|t| *t <= now)
+            && self.import_retry_at.get(&s.scope).is_none_or(|t| *t <= now)
     }
 
     /// Whether a pass would start an import given trust: the caller then finds out which
@@ -143,7 +146,7 @@ impl Shipper {
                     .as_ref()
                     .is_none_or(|e| e.generation < generation)
                 && self.settled.get(&s.scope) != Some(&generation)
-                && self.retry_at.get(&s.scope).is_none_or(|t| *t <= now)
+                && self.export_retry_at.get(&s.scope).is_none_or(|t| *t <= now)
             {
                 self.start_export(s, t, client.clone(), now);
             }
@@ -228,7 +231,8 @@ impl Shipper {
                 Some(Err(e)) => {
                     self.last
                         .insert(scope.clone(), format!("transfer task failed: {e}"));
-                    self.retry_at.insert(scope, retry);
+                    self.import_retry_at.insert(scope.clone(), retry);
+                    self.export_retry_at.insert(scope, retry);
                     continue;
                 }
                 None => continue,
@@ -247,11 +251,11 @@ impl Shipper {
                     format!("imported {}@{}", a.reference, a.digest)
                 }
                 Outcome::Import(Ok(Imported::NoArtifact)) => {
-                    self.retry_at.insert(scope.clone(), retry);
+                    self.import_retry_at.insert(scope.clone(), retry);
                     "no artifact in the registry yet".to_string()
                 }
                 Outcome::Import(Ok(Imported::NotTrusted { digest })) => {
-                    self.retry_at.insert(scope.clone(), retry);
+                    self.import_retry_at.insert(scope.clone(), retry);
                     metrics.compile_cache_transfer(&model, "import", "untrusted", 0);
                     format!(
                         "artifact {digest} not imported: no node of the fleet recorded it as \
@@ -259,7 +263,7 @@ impl Shipper {
                     )
                 }
                 Outcome::Import(Err(e)) => {
-                    self.retry_at.insert(scope.clone(), retry);
+                    self.import_retry_at.insert(scope.clone(), retry);
                     let error = crate::errors::chain(&e);
                     warn!(%scope, %error, "compile cache import failed; the pod compiles");
                     let result = match e {
@@ -293,12 +297,12 @@ impl Shipper {
                     format!("not pushed: the registry holds {digest} for this scope")
                 }
                 Outcome::Export(Ok(Exported::ClaimedElsewhere)) => {
-                    self.retry_at.insert(scope.clone(), retry);
+                    self.export_retry_at.insert(scope.clone(), retry);
                     "not pushed: another node is pushing this scope".to_string()
                 }
                 Outcome::Export(Ok(Exported::NothingSealed)) => String::new(),
                 Outcome::Export(Err(e)) => {
-                    self.retry_at.insert(scope.clone(), retry);
+                    self.export_retry_at.insert(scope.clone(), retry);
                     let error = crate::errors::chain(&e);
                     warn!(%scope, %error, "compile cache export failed; retrying");
                     metrics.compile_cache_transfer(&model, "export", "failed", 0);

@@ -253,3 +253,25 @@ fn compile_caches_report_bytes_inert_seals_and_evictions() {
     m.compile_caches(&scopes[..1], &[], 0);
     assert!(!text(&m).contains(r#"model="b""#));
 }
+
+#[test]
+fn compile_cache_transfers_count_results_bytes_and_uses_after_import() {
+    let m = Metrics::new();
+    m.compile_cache_transfer("a", "export", "pushed", 1000);
+    m.compile_cache_transfer("a", "import", "imported", 900);
+    m.compile_cache_transfer("a", "import", "refused", 0);
+    m.compile_cache_import_use("a", true);
+    m.compile_cache_import_use("a", true);
+    m.compile_cache_import_use("a", false);
+    let t = text(&m);
+    for line in [
+        r#"coldstart_compile_cache_transfers_total{model="a",direction="export",result="pushed"} 1"#,
+        r#"coldstart_compile_cache_transfers_total{model="a",direction="import",result="refused"} 1"#,
+        r#"coldstart_compile_cache_transferred_bytes_total{model="a",direction="export"} 1000"#,
+        r#"coldstart_compile_cache_transferred_bytes_total{model="a",direction="import"} 900"#,
+        r#"coldstart_compile_cache_import_uses_total{model="a",result="hit"} 2"#,
+        r#"coldstart_compile_cache_import_uses_total{model="a",result="miss"} 1"#,
+    ] {
+        assert!(t.contains(line), "missing {line} in {t}");
+    }
+}

@@ -86,9 +86,20 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Warmer<I, W> {
             return seen_failing("invalid_reference", self.clock());
         };
         match self.images.status(&reference).await {
-            Ok(Some(s)) if s.unpacked => LocalImage::Present {
-                pinned: s.pin_label,
-            },
+            Ok(Some(s)) if s.unpacked => {
+                // The manifest digest CRI recorded for this name: what a pull would have
+                // resolved to (an image present before this agent started has no record).
+                let prefix = format!("{}@", reference.name());
+                match s.repo_digests.iter().find_map(|d| d.strip_prefix(&prefix)) {
+                    Some(d) => self
+                        .present_digests
+                        .insert(image.to_string(), d.to_string()),
+                    None => self.present_digests.remove(image),
+                };
+                LocalImage::Present {
+                    pinned: s.pin_label,
+                }
+            }
             Ok(_) => records::missing_image(self.image_records.get(image)),
             Err(e) => {
                 self.metrics.image_error(&e);

@@ -32,6 +32,9 @@ impl<I, W> Warmer<I, W> {
                 let old = old.and_then(|o| o.image.as_ref());
                 let (run, rec) = (self.pulls.get(image), self.image_records.get(image));
                 self.write_part(part, Part::Image, run, rec, old, now);
+                if part.phase == PartPhase::Ready && part.resolved.is_none() {
+                    part.resolved = self.present_digests.get(image).cloned();
+                }
                 self.metrics
                     .set_part_phase(&ms.name, Part::Image, part.phase);
             }
