@@ -494,3 +494,50 @@ fn nodes_sealing_the_same_scope_at_once_push_one_artifact() {
     }
     drop(api);
 }
+
+#[test]
+#[ignore = "needs docker-registry (scripts/test-env.sh)"]
+fn coldctl_cache_export_and_import_here() {
+    let reg = Registry::start_plain().unwrap();
+    let repo = format!("{}/coldstart/compile-caches", reg.host());
+    let (a, root_a, s_a, _) = node(1);
+    let root_arg = |d: &tempfile::TempDir| d.path().to_str().unwrap().to_string();
+    let run = |args: &[&str]| common::coldctl(args, Duration::from_secs(120));
+
+    // Nothing sealed yet: said, exit 0, nothing pushed.
+    let ra = root_arg(&a);
+    let base = ["cache", "export", "model-a", "--here", "--registry", &repo];
+    let r = run(&[&base[..], &["--cache-root", &ra, "-o", "json"]].concat());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["result"], "nothing_sealed", "{r:?}");
+    put(&root_a, &s_a, "triton/K/k.cubin", b"kernel");
+    seal::seal(&root_a, &s_a, NOW).unwrap();
+    let r = run(&[&base[..], &["--cache-root", &ra, "-o", "json"]].concat());
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["result"], "pushed", "{doc}");
+    assert_eq!(doc["scope"], s_a.name.as_str());
+    let digest = doc["digest"].as_str().unwrap().to_string();
+
+    // Import on another node: the digest must be named, and must be the tag's.
+    let (b, root_b, s_b, _) = node(1);
+    let rb = root_arg(&b);
+    let imp = ["cache", "import", "model-a", "--here", "--registry", &repo];
+    let r = run(&[&imp[..], &["--cache-root", &rb]].concat());
+    assert_eq!(r.code, 64, "--digest is required: {r:?}");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let r = run(&[&imp[..], &["--cache-root", &rb, "--digest", &wrong]].concat());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.error_line().contains("nothing imported"), "{r:?}");
+    assert!(tree(&root_b.scope_dir(&s_b.name)).is_empty());
+    let r = run(&[&imp[..], &["--cache-root", &rb, "--digest", &digest, "-o", "json"]].concat());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["result"], "imported", "{r:?}");
+    assert_eq!(
+        std::fs::read(root_b.scope_dir(&s_b.name).join("triton/K/k.cubin")).unwrap(),
+        b"kernel"
+    );
+    // Without --registry in --here mode: a usage error.
+    let r = run(&["cache", "export", "model-a", "--here", "--cache-root", &ra]);
+    assert_eq!(r.code, 64, "{r:?}");
+}

@@ -7,15 +7,17 @@
 //! name) GEN SIZE FILES SEALED IN-USE LAST-USED INERT, then one line per inert scope saying
 //! why. `-o json|yaml`: `{"caches": [{"node" (cluster only), "model", "scope", "imageDigest",
 //! "gpuProduct", "current", "inUse", "inUseBy" (--here: {"pid", "via", "path"}),
-//! "generation", "bytes", "files", "sealed", "lastUsed", "inert"}]}`.
+//! "generation", "bytes", "files", "sealed", "lastUsed", "inert", "imported", "exported"
+//! ({"reference", "digest", "generation", "bytes", "transferredBytes", "at"}), "transfer"}]}`;
+//! after the table, a line per scope the registry touched (the transfer, or its import).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
-use coldstart_agent::api::ColdNode;
+use coldstart_agent::api::{CacheArtifact, ColdNode};
 use coldstart_agent::caches::inuse::{self, Holder, PROC_ROOT};
-use coldstart_agent::caches::{CacheRoot, Error, TreeStats, miss, scope, seal, walk};
+use coldstart_agent::caches::{CacheRoot, Error, TreeStats, miss, scope, seal, ship, walk};
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 use serde_json::json;
@@ -69,6 +71,16 @@ pub struct Row {
     /// Why the cache is inert, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inert: Option<String>,
+    /// The registry artifact the scope was imported from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported: Option<CacheArtifact>,
+    /// The artifact this node pushed for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported: Option<CacheArtifact>,
+    /// The agent's registry transfer: running, or why the last did not happen (cluster,
+    /// `--node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
 }
 
 /// Runs the verb.
@@ -142,6 +154,9 @@ pub fn from_coldnodes(coldnodes: &[ColdNode], model: Option<&str>) -> Vec<Row> {
                 sealed: c.sealed,
                 last_used: c.last_used.as_ref().map(|t| t.0.to_string()),
                 inert: c.inert.clone(),
+                imported: c.imported.clone(),
+                exported: c.exported.clone(),
+                transfer: c.transfer.clone(),
             })
         })
         .filter(|r| model.is_none_or(|m| r.model == m))
@@ -191,6 +206,9 @@ pub fn here(
             sealed: manifest.is_some_and(|m| stats.newest_mtime_ns <= m.sealed_at_ns),
             last_used: scope::last_used(root, &s.name)?.and_then(rfc3339),
             inert: report.inert.then(|| inert_text(&report)),
+            imported: ship::imported(root, &s.name)?.map(|i| i.artifact),
+            exported: ship::exported(root, &s.name)?,
+            transfer: None,
             scope: s.name,
         });
     }
@@ -258,6 +276,23 @@ pub fn render(rows: &[Row], now: i64, empty: &str) -> String {
         headers.insert(0, "NODE");
     }
     let mut out = rollup::table(&headers, &cells);
+    for r in rows {
+        let on = r
+            .node
+            .as_deref()
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default();
+        let line = match (&r.transfer, &r.imported) {
+            (Some(t), _) => t.clone(),
+            (None, Some(i)) => format!("imported {}@{}", i.reference, i.digest),
+            (None, None) => continue,
+        };
+        out.push_str(&format!(
+            "{} scope {}{on}: {line}\n",
+            r.model,
+            short_scope(&r.scope)
+        ));
+    }
     for r in rows.iter().filter(|r| r.inert.is_some()) {
         let on = r
             .node
