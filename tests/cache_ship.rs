@@ -530,7 +530,11 @@ fn coldctl_cache_export_and_import_here() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.error_line().contains("nothing imported"), "{r:?}");
     assert!(tree(&root_b.scope_dir(&s_b.name)).is_empty());
-    let r = run(&[&imp[..], &["--cache-root", &rb, "--digest", &digest, "-o", "json"]].concat());
+    let r = run(&[
+        &imp[..],
+        &["--cache-root", &rb, "--digest", &digest, "-o", "json"],
+    ]
+    .concat());
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["result"], "imported", "{r:?}");
     assert_eq!(
