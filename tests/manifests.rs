@@ -89,11 +89,12 @@ fn deploy_base_renders_and_validates_for_kubernetes_1_33() {
     let (code, text) = validate(&[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("valid for Kubernetes 1.33.0"), "{text}");
-    // Every object of the base is counted: 2 CRDs, Namespace, ServiceAccount, 8 RBAC objects
-    // (the operator and viewer roles included), 3 admission policies and their bindings, the
-    // DaemonSet, the quota; plus the example ColdModel.
+    // Every object of the base is counted: 2 CRDs, Namespace, ServiceAccount, 10 RBAC objects
+    // (the operator and viewer roles and the compile-cache push claims' Role included), 3
+    // admission policies and their bindings, the DaemonSet, the quota; plus the example
+    // ColdModel.
     assert!(
-        text.contains(": 20 built-in and 1 custom object(s)"),
+        text.contains(": 22 built-in and 1 custom object(s)"),
         "{text}"
     );
 }
@@ -286,7 +287,7 @@ const BUNDLE: [(&str, &str); 6] = [
     ),
     (
         "deploy/overlays/karpenter-aws",
-        ": 24 built-in and 2 custom object(s)",
+        ": 26 built-in and 2 custom object(s)",
     ),
 ];
 

@@ -85,21 +85,23 @@ pub struct PodMount {
     pub env: Vec<EnvVar>,
 }
 
+/// The variables of [`pod_env`], in order: one per entry of [`SCOPE_SUBDIRS`].
+pub const POD_ENV_NAMES: [&str; 6] = [
+    "VLLM_CACHE_ROOT",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "FLASHINFER_WORKSPACE_BASE",
+    "CUDA_CACHE_PATH",
+    "TMPDIR",
+];
+
 /// The environment that points a pod's compilers into its scope, mounted at `mount_path`:
 /// `VLLM_CACHE_ROOT`, `TRITON_CACHE_DIR`, `TORCHINDUCTOR_CACHE_DIR`, `FLASHINFER_WORKSPACE_BASE`,
 /// `CUDA_CACHE_PATH` and `TMPDIR`. Paths are as the pod sees them. `DG_JIT_CACHE_DIR` is left
 /// to vLLM's default under its root; `CUDA_GRAPHS_CACHE_DIR` is not a vLLM variable and CUDA
 /// graphs are captured at every start (facts A, "CUDA graphs").
 pub fn pod_env(mount_path: &Path) -> Vec<EnvVar> {
-    let names = [
-        "VLLM_CACHE_ROOT",
-        "TRITON_CACHE_DIR",
-        "TORCHINDUCTOR_CACHE_DIR",
-        "FLASHINFER_WORKSPACE_BASE",
-        "CUDA_CACHE_PATH",
-        "TMPDIR",
-    ];
-    names
+    POD_ENV_NAMES
         .iter()
         .zip(SCOPE_SUBDIRS)
         .map(|(name, dir)| EnvVar {

@@ -15,10 +15,12 @@ use super::UnixNanos;
 use super::keeper::{Inputs, Keeper, Report, Want};
 use super::layout::Owner;
 use super::ship::Target;
-use super::shipper::ShipTarget;
+use super::ship::Trust;
+use super::shipper::{ShipTarget, Shipper};
 use crate::api::{ColdModel, CompileCacheStatus, PartPhase, name_of};
 use crate::gpu::GpuReport;
 use crate::images::ImageRef;
+use crate::images::RegistryClient;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::warmer::Credentials;
@@ -208,8 +210,40 @@ pub async fn ship_targets<C: Credentials>(
     (targets, errors)
 }
 
+/// The registry step of a pass, cluster or standalone: the targets of the models whose policy
+/// names a registry; when an import is due, `trust()` says which digests may be imported
+/// (`None`: none); then the shipper's pass over `statuses`, whose `transfer` lines it sets.
+pub async fn ship<C: Credentials>(
+    shipper: &mut Shipper,
+    statuses: &mut [CompileCacheStatus],
+    ctx: &PassContext<'_, C>,
+    registry: impl Future<Output = RegistryClient>,
+    trust: impl AsyncFnOnce() -> Option<Trust>,
+) {
+    let wants = wants(ctx.models, ctx.plan);
+    let (targets, errors) = ship_targets(ctx.models, &wants, ctx.creds).await;
+    if !targets.is_empty() {
+        let now = nanos(ctx.now);
+        let trust = if shipper.wants_trust(statuses, &targets, now) {
+            trust().await
+        } else {
+            None
+        };
+        let client = registry.await;
+        shipper.pass(
+            statuses,
+            &targets,
+            trust.as_ref(),
+            &client,
+            ctx.metrics,
+            now,
+        );
+    }
+    mark_target_errors(statuses, &errors);
+}
+
 /// Sets the `transfer` line of the scopes of models whose target failed.
-pub fn mark_target_errors(statuses: &mut [CompileCacheStatus], errors: &BTreeMap<String, String>) {
+fn mark_target_errors(statuses: &mut [CompileCacheStatus], errors: &BTreeMap<String, String>) {
     for s in statuses.iter_mut().filter(|s| s.current) {
         if let Some(e) = errors.get(&s.model) {
             s.transfer = Some(e.clone());

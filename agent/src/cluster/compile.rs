@@ -104,13 +104,7 @@ impl CompileCaches {
         gpu: &GpuReport,
         registry: impl Future<Output = RegistryClient>,
     ) -> Vec<CompileCacheStatus> {
-        let PassContext {
-            models,
-            plan,
-            now,
-            metrics,
-            creds,
-        } = ctx;
+        let (models, plan, now) = (ctx.models, ctx.plan, ctx.now);
         let synced = self.pods.synced.load(Ordering::Acquire);
         let (settings, pods) = (&self.settings, &self.pods);
         let inputs = || {
@@ -127,38 +121,28 @@ impl CompileCaches {
                 now: runner::nanos(now),
             }
         };
-        let mut statuses = self.runner.pass(synced, inputs, metrics).await;
-        let wants = runner::wants(models, plan);
-        let (targets, errors) = runner::ship_targets(models, &wants, creds).await;
-        if !targets.is_empty() {
-            let now = runner::nanos(now);
-            let trust = if self.shipper.wants_trust(&statuses, &targets, now) {
-                self.fleet_trust().await
-            } else {
-                None
-            };
-            let client = registry.await;
-            self.shipper.pass(
-                &mut statuses,
-                &targets,
-                trust.as_ref(),
-                &client,
-                metrics,
-                now,
-            );
-        }
-        runner::mark_target_errors(&mut statuses, &errors);
+        let mut statuses = self.runner.pass(synced, inputs, ctx.metrics).await;
+        let coldnodes = &self.coldnodes;
+        runner::ship(
+            &mut self.shipper,
+            &mut statuses,
+            &ctx,
+            registry,
+            async || fleet_trust(coldnodes).await,
+        )
+        .await;
         statuses
     }
+}
 
-    /// The digests the fleet's agents recorded as exported (every ColdNode's status).
-    async fn fleet_trust(&self) -> Option<Trust> {
-        match self.coldnodes.list(&ListParams::default()).await {
-            Ok(list) => Some(Trust::Recorded(recorded_digests(&list.items))),
-            Err(e) => {
-                warn!(error = %e, "listing ColdNodes for compile-cache trust failed; no import");
-                None
-            }
+/// The digests the fleet's agents recorded as exported (every ColdNode's status); `None` when
+/// they cannot be listed (then nothing is imported).
+async fn fleet_trust(coldnodes: &Api<ColdNode>) -> Option<Trust> {
+    match coldnodes.list(&ListParams::default()).await {
+        Ok(list) => Some(Trust::Recorded(recorded_digests(&list.items))),
+        Err(e) => {
+            warn!(error = %e, "listing ColdNodes for compile-cache trust failed; no import");
+            None
         }
     }
 }

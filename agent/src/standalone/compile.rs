@@ -66,13 +66,7 @@ impl CompileCaches {
         gpu: Option<&GpuReport>,
         registry: impl Future<Output = RegistryClient>,
     ) -> Vec<CompileCacheStatus> {
-        let PassContext {
-            models,
-            plan,
-            now,
-            metrics,
-            creds,
-        } = ctx;
+        let (models, plan, now) = (ctx.models, ctx.plan, ctx.now);
         let pods = self.probe(entries).await;
         let (settings, proc_root) = (&self.settings, &self.proc_root);
         let inputs = || Inputs {
@@ -84,16 +78,16 @@ impl CompileCaches {
             budget: Some(settings.budget),
             now: runner::nanos(now),
         };
-        let mut statuses = self.runner.pass(true, inputs, metrics).await;
-        let wants = runner::wants(models, plan);
-        let (targets, errors) = runner::ship_targets(models, &wants, creds).await;
-        if !targets.is_empty() && !self.settings.import_only {
-            let client = registry.await;
-            let now = runner::nanos(now);
-            self.shipper
-                .pass(&mut statuses, &targets, None, &client, metrics, now);
-        }
-        runner::mark_target_errors(&mut statuses, &errors);
+        let mut statuses = self.runner.pass(true, inputs, ctx.metrics).await;
+        // No fleet to vouch for a digest: exports only (imports by `coldctl cache import`).
+        runner::ship(
+            &mut self.shipper,
+            &mut statuses,
+            &ctx,
+            registry,
+            async || None,
+        )
+        .await;
         statuses
     }
 

@@ -178,11 +178,7 @@ impl Repository {
         )?;
         let mut resp = s.send(Request::get(url.clone())).await?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let body = read_limited(resp, MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
-            return Err(s.status_error(status, &url, &body));
+            return Err(s.answer_error(&url, resp).await);
         }
         let io = |op, e| Error::Io {
             op,
@@ -253,11 +249,7 @@ impl Repository {
             })
             .await?;
         if resp.status() != reqwest::StatusCode::ACCEPTED {
-            let status = resp.status();
-            let body = read_limited(resp, MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
-            return Err(s.status_error(status, &start, &body));
+            return Err(s.answer_error(&start, resp).await);
         }
         let mut put = location(&resp, &start)?;
         put.query_pairs_mut().append_pair("digest", digest);
@@ -277,15 +269,8 @@ impl Repository {
             })
             .await?;
         if resp.status() != reqwest::StatusCode::CREATED {
-            let status = resp.status();
-            let body = read_limited(resp, MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
-            return Err(Error::Registry(format!(
-                "upload of blob {digest} to {} answered {status}{}",
-                self.repo.name(),
-                registry_message(&body)
-            )));
+            let what = format!("upload of blob {digest} to {}", self.repo.name());
+            return Err(write_error(&what, resp).await);
         }
         Ok(true)
     }
@@ -306,16 +291,8 @@ impl Repository {
             })
             .await?;
         if resp.status() != reqwest::StatusCode::CREATED {
-            let status = resp.status();
-            let body = read_limited(resp, MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
-            return Err(Error::Registry(format!(
-                "put of manifest {} to {} answered {status}{}",
-                reference,
-                self.repo.name(),
-                registry_message(&body)
-            )));
+            let what = format!("put of manifest {reference} to {}", self.repo.name());
+            return Err(write_error(&what, resp).await);
         }
         Ok(digest)
     }
@@ -330,7 +307,28 @@ pub enum BlobSource {
     File(PathBuf),
 }
 
+/// The error for a write the registry did not accept: `what` and its answer.
+async fn write_error(what: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let body = read_limited(resp, MAX_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
+    Error::Registry(format!(
+        "{what} answered {status}{}",
+        registry_message(&body)
+    ))
+}
+
 impl Session {
+    /// The error for a request to `url` answered with a failure status (its body quoted).
+    async fn answer_error(&self, url: &reqwest::Url, resp: reqwest::Response) -> Error {
+        let status = resp.status();
+        let body = read_limited(resp, MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        self.status_error(status, url, &body)
+    }
+
     /// Manifest `reference` as stored, or `None` when this host answers 404.
     async fn raw_manifest(&mut self, reference: &str) -> Result<Option<RawManifest>, Error> {
         #[derive(serde::Deserialize)]

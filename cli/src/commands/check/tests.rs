@@ -230,14 +230,7 @@ fn each_broken_deployment_yields_exactly_its_finding() {
         (
             "no compile cache at all",
             |d| {
-                for name in [
-                    "VLLM_CACHE_ROOT",
-                    "TRITON_CACHE_DIR",
-                    "TORCHINDUCTOR_CACHE_DIR",
-                    "FLASHINFER_WORKSPACE_BASE",
-                    "CUDA_CACHE_PATH",
-                    "TMPDIR",
-                ] {
+                for name in coldstart_agent::caches::layout::POD_ENV_NAMES {
                     unset(d, name);
                 }
                 let m = mount(d, "coldstart-compile-cache");
