@@ -121,6 +121,8 @@ fn exercised() -> Metrics {
         ..Default::default()
     };
     m.compile_caches(&[scope], &[("s".into(), 1)], 1);
+    m.compile_cache_transfer("m", "import", "imported", 1);
+    m.compile_cache_import_use("m", true);
     m
 }
 
