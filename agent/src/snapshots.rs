@@ -10,7 +10,8 @@
 //! - [`store`]: the root-only snapshot directory; a snapshot appears whole or not at all.
 //! - [`capture`]: how an archive is made: CRI on the node's own containerd, or the kubelet API.
 //! - [`image`]: the checkpoint image (OCI), imported into containerd's `k8s.io`, pinned.
-//! - [`restore`]: whether this node can restore and why not; the restore itself.
+//! - [`runtime`]: the node's containerd: CRI checkpoint, restore facts, CRI restore.
+//! - [`restore`]: whether this node can restore and why not; the checked restore.
 //!
 //! Part 2 (issue 18) adds the managed policy; this module gives it the steps.
 
@@ -19,13 +20,18 @@ pub mod capture;
 pub mod image;
 pub mod key;
 pub mod restore;
+pub mod runtime;
 pub mod store;
 
 use std::path::PathBuf;
 
 pub use archive::{ArchiveFacts, Limits};
+pub use capture::{
+    CaptureRequest, CaptureVia, Captured, Capturer, KubeletClient, KubeletConfig, capture,
+};
 pub use key::{CompatKey, NodeFacts};
-pub use restore::{RestoreSupport, restore_support};
+pub use restore::{RestoreSupport, restore_checked, restore_support};
+pub use runtime::{ContainerdSnapshots, RestoreTarget, RuntimeConfig};
 pub use store::{Snapshot, SnapshotStore};
 
 /// Annotation containerd reads to tell a checkpoint image from an ordinary one.
