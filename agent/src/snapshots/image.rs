@@ -161,7 +161,11 @@ impl ContainerdSnapshots {
         .await?;
         self.unpack(lease, &r.layer_digest, r.layer_size, &chain)
             .await?;
+        // As CRI's own pull does: a record by name and one by image id (the config digest),
+        // which CRI's restore looks the image up by.
         self.put_image(name, &digest, b.manifest.len() as u64)
+            .await?;
+        self.put_image(&sha256(&b.config), &digest, b.manifest.len() as u64)
             .await?;
         Ok(digest)
     }
