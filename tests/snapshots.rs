@@ -264,14 +264,16 @@ async fn restore_and_check(
     // A key that does not fit refuses by name, before anything is created.
     let mut other = here.clone();
     other.kernel = "0.0.0-elsewhere".into();
-    let err = snapshots::restore_checked(&w.rt, &snap.record.key, &other, &target, image)
-        .await
-        .unwrap_err();
+    let err =
+        w.rt.restore_checked(&snap.record.key, &other, &target, image)
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("kernel is"), "{err}");
     let t0 = Instant::now();
-    let id = snapshots::restore_checked(&w.rt, &snap.record.key, &here, &target, image)
-        .await
-        .unwrap();
+    let id =
+        w.rt.restore_checked(&snap.record.key, &here, &target, image)
+            .await
+            .unwrap();
     let lines = wait_line(&logs.join("counter.log"), frozen.len(), "count=").await;
     let restore = t0.elapsed();
     tokio::time::sleep(Duration::from_millis(600)).await;

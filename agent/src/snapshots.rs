@@ -30,7 +30,7 @@ pub use capture::{
     CaptureRequest, CaptureVia, Captured, Capturer, KubeletClient, KubeletConfig, capture,
 };
 pub use key::{CompatKey, NodeFacts};
-pub use restore::{RestoreSupport, restore_checked, restore_support};
+pub use restore::{RestoreSupport, restore_support};
 pub use runtime::{ContainerdSnapshots, RestoreTarget, RuntimeConfig};
 pub use store::{Snapshot, SnapshotStore};
 

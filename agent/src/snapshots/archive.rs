@@ -135,9 +135,7 @@ pub fn validate(
                 header.set_size(size);
                 if let Some(name) = wanted(&path, size) {
                     let mut bytes = Vec::with_capacity(size as usize);
-                    (&mut entry)
-                        .read_to_end(&mut bytes)
-                        .map_err(|e| read_error(&e))?;
+                    entry.read_to_end(&mut bytes).map_err(|e| read_error(&e))?;
                     out.append_data(&mut header, &path, bytes.as_slice())
                         .map_err(|e| write_error(&e))?;
                     kept.insert(name, bytes);

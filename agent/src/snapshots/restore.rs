@@ -5,8 +5,6 @@
 //! shim and runc find `criu` on containerd's PATH (CRIU >= 3.16).
 
 use super::Error;
-use super::key::CompatKey;
-use super::runtime::{ContainerdSnapshots, RestoreTarget};
 use crate::images::version_at_least;
 
 /// What decides whether a node can restore.
@@ -49,20 +47,6 @@ pub fn restore_support(s: &RestoreSupport) -> Result<(), Error> {
         )),
         Some(_) => Ok(()),
     }
-}
-
-/// Restores a snapshot whose key is `recorded` into `target` from checkpoint image `image`, after
-/// checking that this node can restore at all and that `here` (this node's key) matches.
-pub async fn restore_checked(
-    rt: &ContainerdSnapshots,
-    recorded: &CompatKey,
-    here: &CompatKey,
-    target: &RestoreTarget,
-    image: &str,
-) -> Result<String, Error> {
-    restore_support(&rt.support().await?)?;
-    recorded.check(here)?;
-    rt.restore(target, image).await
 }
 
 #[cfg(test)]

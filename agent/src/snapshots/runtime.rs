@@ -11,7 +11,8 @@ use tonic::Request;
 use tonic::transport::Channel;
 use tracing::instrument;
 
-use super::restore::RestoreSupport;
+use super::key::CompatKey;
+use super::restore::{RestoreSupport, restore_support};
 use super::{Error, one_line};
 use crate::images::{K8S_NAMESPACE, channel, clean_version};
 
@@ -196,6 +197,21 @@ impl ContainerdSnapshots {
         }
     }
 
+    /// Restores a snapshot whose key is `recorded` into `target` from checkpoint image `image`,
+    /// after checking that this node can restore at all and that `here` (this node's key)
+    /// matches; a field that differs refuses by name.
+    pub async fn restore_checked(
+        &self,
+        recorded: &CompatKey,
+        here: &CompatKey,
+        target: &RestoreTarget,
+        image: &str,
+    ) -> Result<String, Error> {
+        restore_support(&self.support().await?)?;
+        recorded.check(here)?;
+        self.restore(target, image).await
+    }
+
     /// Restores into `target`'s pod: CRI `CreateContainer` naming the checkpoint image, then
     /// `StartContainer` (where the shim runs CRIU). Returns the new container's id.
     #[instrument(skip_all, fields(image = %image, pod = %target.pod), err(level = "debug"))]
@@ -314,10 +330,10 @@ pub async fn find_criu(dirs: &[PathBuf]) -> Option<String> {
             .arg("--version")
             .kill_on_drop(true)
             .output();
-        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), run).await {
-            if let Some(v) = super::archive::criu_version(&String::from_utf8_lossy(&out.stdout)) {
-                return Some(v);
-            }
+        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), run).await
+            && let Some(v) = super::archive::criu_version(&String::from_utf8_lossy(&out.stdout))
+        {
+            return Some(v);
         }
     }
     None
