@@ -118,10 +118,13 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
     let (status, body) = answer(&line, &auth, st).await;
-    st.seen.lock().unwrap().push(Seen {
-        line: line.clone(),
-        status,
-    });
+    st.seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Seen {
+            line: line.clone(),
+            status,
+        });
     let reply = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -158,7 +161,7 @@ async fn answer(line: &str, auth: &str, st: &State) -> (u16, String) {
     };
     let location = st.dir.join(format!(
         "checkpoint-{pod}_{ns}-{ctr}-{}.tar",
-        st.seen.lock().unwrap().len()
+        st.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     ));
     let mut cri = Cri::connect(&st.socket);
     let _ = timeout; // containerd reads only the gRPC deadline, which Cri sets

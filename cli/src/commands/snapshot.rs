@@ -38,7 +38,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Verb {
     /// Checkpoint a running container on this node into a snapshot (--here).
-    Capture(CaptureArgs),
+    Capture(Box<CaptureArgs>),
     /// Whether this node's containerd can restore a checkpoint, and why not (--here).
     Support(NodeArgs),
 }
