@@ -10,8 +10,8 @@
 //! - [`store`]: the root-only snapshot directory; a snapshot appears whole or not at all.
 //! - [`capture`]: how an archive is made: CRI on the node's own containerd, or the kubelet API.
 //! - [`image`]: the checkpoint image (OCI), imported into containerd's `k8s.io`, pinned.
-//! - [`runtime`]: the node's containerd: CRI checkpoint, restore facts, CRI restore.
-//! - [`restore`]: whether this node can restore and why not; the checked restore.
+//! - [`runtime`]: the node's containerd: CRI checkpoint, restore facts, the checked restore.
+//! - [`restore`]: whether this node can restore and why not (pure).
 //!
 //! Part 2 (issue 18) adds the managed policy; this module gives it the steps.
 
