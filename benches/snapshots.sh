@@ -46,8 +46,8 @@ done
 printf '%s\n' "${lines[@]}" | python3 -c '
 import statistics, sys
 runs = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
-med = lambda k: statistics.median(float(r[k]) for r in runs)
-print(f"median: cold {med(\"cold_ms\")/1000:.2f} s, capture {med(\"capture_ms\")/1000:.2f} s, "
-      f"snapshot {med(\"layer_bytes\")/2**20:.0f} MiB, import {med(\"import_ms\")/1000:.2f} s, "
-      f"restore {med(\"restore_ms\")/1000:.2f} s, restore/cold {med(\"ratio\"):.3f} (target <= 0.1)")
+m = {k: statistics.median(float(r[k]) for r in runs) for k in runs[0]}
+print("median: cold {:.2f} s, capture {:.2f} s, snapshot {:.0f} MiB, import {:.2f} s, restore {:.2f} s, restore/cold {:.3f} (target <= 0.1)".format(
+    m["cold_ms"] / 1000, m["capture_ms"] / 1000, m["layer_bytes"] / 2**20, m["import_ms"] / 1000,
+    m["restore_ms"] / 1000, m["ratio"]))
 '

@@ -224,6 +224,7 @@ async fn world() -> World {
     let mut cfg = RuntimeConfig::new(ctd.socket().to_path_buf());
     cfg.config_file = ctd.config_path().to_path_buf();
     cfg.criu_search = vec![criu];
+    cfg.containerd_root = Some(ctd.root().to_path_buf());
     let rt = ContainerdSnapshots::new(cfg);
     World {
         ctd,
@@ -453,6 +454,19 @@ async fn capture_through_kubelet_and_cri_then_restore_in_new_pods() {
             .find(|l| l.starts_with(image))
             .unwrap_or_else(|| panic!("{image} not in {listed}"));
         assert!(line.contains("io.cri-containerd.pinned=pinned"), "{line}");
+    }
+    // Process memory: the layer's blob and the snapshot's files are root only.
+    for snap in [&a.snapshot, &b.snapshot] {
+        let hex = snap.record.layer_digest.trim_start_matches("sha256:");
+        let blob = w
+            .ctd
+            .root()
+            .join("io.containerd.content.v1.content/blobs/sha256")
+            .join(hex);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&blob).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o400, "{}", blob.display());
     }
     w.cri.remove_pod(&pod).await;
 

@@ -159,6 +159,7 @@ impl ContainerdSnapshots {
             manifest_labels,
         )
         .await?;
+        self.root_only_blob(&r.layer_digest)?;
         self.unpack(lease, &r.layer_digest, r.layer_size, &chain)
             .await?;
         // As CRI's own pull does: a record by name and one by image id (the config digest),
@@ -376,6 +377,25 @@ impl ContainerdSnapshots {
             }
             Err(s) => Err(Self::rpc("create image")(s)),
         }
+    }
+
+    /// The layer blob holds process memory: mode 0400 (containerd writes 0444).
+    fn root_only_blob(&self, digest: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(root) = &self.cfg.containerd_root else {
+            return Ok(());
+        };
+        let hex = digest.trim_start_matches("sha256:");
+        let path = root
+            .join("io.containerd.content.v1.content/blobs/sha256")
+            .join(hex);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).map_err(|e| {
+            Error::io(
+                "chmod 0400 (containerd root wrong? --containerd-root)",
+                &path,
+                e,
+            )
+        })
     }
 
     fn leased<T>(&self, lease: &str, msg: T) -> tonic::Request<T> {

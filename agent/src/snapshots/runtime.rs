@@ -31,6 +31,9 @@ pub struct RuntimeConfig {
     pub snapshotter: String,
     /// Directories searched for `criu` (containerd's PATH, which is not ours to read).
     pub criu_search: Vec<PathBuf>,
+    /// containerd's root as this process sees it; a checkpoint layer blob written there is made
+    /// readable by root only (containerd writes blobs 0444). `None`: left as containerd made it.
+    pub containerd_root: Option<PathBuf>,
     /// Timeout of short calls.
     pub call_timeout: Duration,
 }
@@ -43,6 +46,7 @@ impl RuntimeConfig {
             config_file: PathBuf::from("/etc/containerd/config.toml"),
             snapshotter: "overlayfs".to_string(),
             criu_search: std::env::split_paths(DEFAULT_CRIU_SEARCH).collect(),
+            containerd_root: Some(PathBuf::from("/var/lib/containerd")),
             call_timeout: Duration::from_secs(30),
         }
     }
