@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod support;
 
 use std::collections::HashMap;
@@ -434,6 +435,43 @@ async fn capture_through_kubelet_and_cri_then_restore_in_new_pods() {
         1,
         "the original keeps running after a checkpoint"
     );
+    // The same through coldctl, with the checkpoint image imported.
+    let socket = w.ctd.socket().to_str().unwrap().to_string();
+    let run = tokio::task::block_in_place(|| {
+        common::coldctl(
+            &[
+                "snapshot",
+                "capture",
+                "default/original/counter",
+                "--here",
+                "-o",
+                "json",
+                "--name",
+                "via-coldctl",
+                "--capture-via",
+                "cri",
+                "--image",
+                "coldstart.test/snapshots/counter-checkpoint:via-coldctl",
+                "--snapshot-dir",
+                store.root().to_str().unwrap(),
+                "--containerd-socket",
+                &socket,
+                "--containerd-root",
+                w.ctd.root().to_str().unwrap(),
+            ],
+            Duration::from_secs(300),
+        )
+    });
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["key"]["criu"], "4.2.1", "{doc}");
+    assert!(
+        doc["manifestDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{doc}"
+    );
     let key: &CompatKey = &b.snapshot.record.key;
     assert_eq!(key.criu, "4.2.1");
     assert_eq!(key.runtime, "io.containerd.runc.v2");
@@ -507,6 +545,30 @@ async fn containerd_1_7_cannot_restore_and_says_why() {
     let err = snapshots::restore_support(&support)
         .unwrap_err()
         .to_string();
+    // The same through coldctl: exit 1, the reason in the document.
+    let run = common::coldctl(
+        &[
+            "snapshot",
+            "support",
+            "--here",
+            "-o",
+            "json",
+            "--containerd-socket",
+            ctd.socket().to_str().unwrap(),
+            "--containerd-config",
+            ctd.config_path().to_str().unwrap(),
+            "--criu-path",
+            criu_dir().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["canRestore"], false, "{doc}");
+    assert!(
+        doc["reason"].as_str().unwrap().contains("cannot restore"),
+        "{doc}"
+    );
     assert!(
         err.contains(&format!(
             "cannot restore on this node: containerd {} cannot restore",

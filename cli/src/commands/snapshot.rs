@@ -6,7 +6,7 @@
 //!   this node's containerd), validates the archive while streaming it into the root-only
 //!   snapshot directory, removes the archive, and with `--image` imports the checkpoint image
 //!   into containerd's `k8s.io`, pinned. A pod naming that image restores from it.
-//! - `support`: whether this node's containerd can restore, and why not.
+//! - `support`: whether this node's containerd can restore, and why not (exit 1 when not).
 //!
 //! `-o json|yaml`: capture `{"name", "dir", "containerName", "baseImage", "layerDigest",
 //! "layerBytes", "archiveBytes", "checkpointSeconds", "key", "image", "manifestDigest"}`;
@@ -140,15 +140,23 @@ async fn support(args: &NodeArgs) -> Result<Output, CliError> {
         "canRestore": verdict.is_ok(),
         "reason": reason,
     });
-    let line = match &reason {
-        None => format!(
-            "this node can restore: containerd {}, criu {}",
-            s.containerd,
-            s.criu.as_deref().unwrap_or("?")
-        ),
-        Some(r) => r.clone(),
-    };
-    Ok(Output::line(doc, line))
+    match reason {
+        None => {
+            let line = format!(
+                "this node can restore: containerd {}, criu {}",
+                s.containerd,
+                s.criu.as_deref().unwrap_or("?")
+            );
+            Ok(Output::line(doc, line))
+        }
+        // Exit 1: scripts can test the answer.
+        Some(r) => Err(CliError::Outcome {
+            code: crate::report::EXIT_FAILURE,
+            kind: "cannot_restore",
+            output: Output::line(doc, r),
+            errors: Vec::new(),
+        }),
+    }
 }
 
 async fn capture(args: &CaptureArgs) -> Result<Output, CliError> {
