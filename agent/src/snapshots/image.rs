@@ -441,3 +441,39 @@ fn sha256(bytes: &[u8]) -> String {
         .collect();
     format!("sha256:{hex}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::key::CompatKey;
+    use super::super::store::Record;
+    use super::*;
+
+    #[test]
+    fn the_manifest_marks_a_checkpoint_image_with_one_uncompressed_layer() {
+        let snap = Snapshot {
+            dir: "/x".into(),
+            record: Record {
+                name: "s1".into(),
+                container_name: "counter".into(),
+                base_image: "127.0.0.1:5000/c@sha256:ab".into(),
+                layer_digest: "sha256:cd".into(),
+                layer_size: 42,
+                key: CompatKey {
+                    kernel: "6.1".into(),
+                    ..CompatKey::default()
+                },
+            },
+        };
+        let b = blobs(&snap);
+        let m: serde_json::Value = serde_json::from_slice(&b.manifest).unwrap();
+        assert_eq!(m["annotations"][CHECKPOINT_ANNOTATION], "counter");
+        assert_eq!(m["annotations"]["dev.coldstart.snapshot.kernel"], "6.1");
+        assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+        assert_eq!(m["layers"][0]["mediaType"], MEDIA_LAYER);
+        assert_eq!(m["layers"][0]["digest"], "sha256:cd");
+        assert_eq!(m["config"]["digest"], sha256(&b.config));
+        let c: serde_json::Value = serde_json::from_slice(&b.config).unwrap();
+        assert_eq!(c["rootfs"]["diff_ids"][0], "sha256:cd");
+        assert_eq!(b.manifest_digest(), sha256(&b.manifest));
+    }
+}
