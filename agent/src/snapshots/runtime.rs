@@ -115,7 +115,14 @@ impl ContainerdSnapshots {
         let version = ctd::version_client::VersionClient::new(self.channel.clone())
             .version(req)
             .await
-            .map_err(Self::rpc("version"))?
+            .map_err(|s| Error::Runtime {
+                op: "version",
+                reason: format!(
+                    "{} (socket {})",
+                    one_line(s.message()),
+                    self.cfg.socket.display()
+                ),
+            })?
             .into_inner()
             .version;
         let switch = match tokio::fs::read_to_string(&self.cfg.config_file).await {
