@@ -175,6 +175,7 @@ struct World {
     rt: ContainerdSnapshots,
     cri: Cri,
     counter: String,
+    counter_digest: String,
     work: tempfile::TempDir,
     _registry: Registry,
     _hosts: tempfile::TempDir,
@@ -222,6 +223,7 @@ async fn world() -> World {
         .unwrap();
     let mut cri = Cri::connect(ctd.socket());
     cri.pull(&counter).await.unwrap();
+    let counter_digest = cri.repo_digest(&counter).await.unwrap();
     let mut cfg = RuntimeConfig::new(ctd.socket().to_path_buf());
     cfg.config_file = ctd.config_path().to_path_buf();
     cfg.criu_search = vec![criu];
@@ -232,6 +234,7 @@ async fn world() -> World {
         rt,
         cri,
         counter,
+        counter_digest,
         work,
         _registry: registry,
         _hosts: hosts,
@@ -264,7 +267,12 @@ async fn restore_and_check(
         container: "counter".into(),
         log_path: "counter.log".into(),
     };
-    let here = snap.record.key.clone();
+    // This node's key, from what it reports (not from the snapshot): the base image CRI pulled,
+    // runc, this kernel, the CRIU containerd would run.
+    let support = w.rt.support().await.unwrap();
+    let mut node = node_facts();
+    node.criu = support.criu.clone().unwrap_or_default();
+    let here = CompatKey::here(&node, &w.counter_digest, "io.containerd.runc.v2");
     // A key that does not fit refuses by name, before anything is created.
     let mut other = here.clone();
     other.kernel = "0.0.0-elsewhere".into();

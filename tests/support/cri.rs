@@ -102,6 +102,24 @@ impl Cri {
         Ok(r.into_inner().image_ref)
     }
 
+    /// The first repo digest (`name@sha256:...`) CRI reports for `image`.
+    pub async fn repo_digest(&mut self, image: &str) -> anyhow::Result<String> {
+        let r = self
+            .img
+            .image_status(req(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }))
+            .await?
+            .into_inner();
+        r.image
+            .and_then(|i| i.repo_digests.into_iter().next())
+            .ok_or_else(|| anyhow::anyhow!("no repo digest for {image}"))
+    }
+
     /// RunPodSandbox of a host-network pod logging under `log_dir`.
     pub async fn run_pod(
         &mut self,

@@ -67,6 +67,20 @@ impl CompatKey {
         }
     }
 
+    /// This node's key for a restore onto base image `image_digest` with runtime `runtime`.
+    pub fn here(node: &NodeFacts, image_digest: &str, runtime: &str) -> CompatKey {
+        CompatKey {
+            image_digest: digest_of(image_digest),
+            gpu_product: node.gpu_product.clone(),
+            gpu_count: node.gpu_count,
+            driver: node.driver.clone(),
+            kernel: node.kernel.clone(),
+            criu: node.criu.clone(),
+            model_commit: node.model_commit.clone(),
+            runtime: runtime.to_string(),
+        }
+    }
+
     /// Refuses, naming the first field that differs, when this snapshot does not fit a node
     /// with `node`'s facts running `image_digest` with `runtime`. A CRIU version unknown on
     /// either side is not compared (containerd's PATH is not ours to search).
