@@ -182,6 +182,7 @@ fn run() -> anyhow::Result<()> {
         ContainerdOpts {
             root: None,
             hosts_dir: hosts.path().to_path_buf(),
+            ..Default::default()
         },
     )?;
     print_machine(&ctd, &layout, &cfg)?;

@@ -14,6 +14,10 @@ SUITES=(bookworm trixie sid)
 log() { echo "test-env: $*" >&2; }
 # shellcheck source=scripts/lib/debian.sh
 . "$(dirname "$0")/lib/debian.sh"
+# shellcheck source=scripts/lib/criu.sh
+. "$(dirname "$0")/lib/criu.sh"
+# CRIU for the snapshot tests: the suite whose criu runs on this kernel (bookworm's 3.17 does not).
+CRIU_SUITE="${CRIU_SUITE:-sid}"
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -146,6 +150,8 @@ write_env() {
     version=$("$bin/containerd" --version | awk '{print $3}' | sed 's/^v//; s/~.*//; s/+.*//')
     echo "containerd $suite $version $bin" >> "$tmp"
   done
+  # CRIU for the snapshot tests (tests/snapshots.rs): first on containerd 2.1.9's PATH.
+  echo "criu $CRIU_SUITE $("$CRIU_BIN/criu" --version | awk '/^Version/ {print $2}') $CRIU_BIN" >> "$tmp"
   echo "python $TESTENV/venv/bin/python" >> "$tmp"
   # The torch tree: tests run its python3 with scripts/torch-run.sh.
   echo "torch $TORCH_TREE" >> "$tmp"
@@ -160,6 +166,7 @@ main() {
   for suite in "${SUITES[@]}"; do
     fetch_containerd "$suite" "$uri"
   done
+  CRIU_BIN=$(install_criu "$TESTENV" "$CRIU_SUITE")
   install_python
   install_npm
   check_kubectl

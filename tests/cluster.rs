@@ -79,6 +79,7 @@ impl World {
             ContainerdOpts {
                 root: None,
                 hosts_dir: hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -96,6 +96,7 @@ fn plain_registry_pull_every_version() -> anyhow::Result<()> {
             ContainerdOpts {
                 root: None,
                 hosts_dir: hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )
         .with_context(|| bin.label())?;
@@ -145,6 +146,7 @@ fn tls_registry_pull_every_version() -> anyhow::Result<()> {
             ContainerdOpts {
                 root: None,
                 hosts_dir: bad_hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )?;
         let image = format!("{SECURE_HOST}/test/secure:v1");
@@ -169,6 +171,7 @@ fn tls_registry_pull_every_version() -> anyhow::Result<()> {
             ContainerdOpts {
                 root: None,
                 hosts_dir: hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )?;
         pull_and_check(&cd, &image).with_context(|| bin.label())?;
@@ -196,6 +199,7 @@ fn counting_proxy_counts_limits_and_refuses() -> anyhow::Result<()> {
             ContainerdOpts {
                 root: None,
                 hosts_dir: hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )?;
         pull_and_check(&cd, &format!("{PLAIN_HOST}/test/img:v1"))?;
@@ -216,6 +220,7 @@ fn counting_proxy_counts_limits_and_refuses() -> anyhow::Result<()> {
         ContainerdOpts {
             root: None,
             hosts_dir: hosts.path().to_path_buf(),
+            ..Default::default()
         },
     )?;
     proxy.reset();
@@ -300,6 +305,7 @@ fn tiny_root_fills_up() -> anyhow::Result<()> {
             ContainerdOpts {
                 root: Some(tiny_path.clone()),
                 hosts_dir: hosts.path().to_path_buf(),
+                ..Default::default()
             },
         )?;
         ensure!(cd.root() == tiny_path);
@@ -329,6 +335,7 @@ fn drop_unmounts_and_cleans_up() -> anyhow::Result<()> {
         ContainerdOpts {
             root: None,
             hosts_dir: hosts.path().to_path_buf(),
+            ..Default::default()
         },
     )?;
     let pid = cd.pid().context("no pid")?;

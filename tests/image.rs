@@ -314,6 +314,7 @@ fn containerd_with_image(hosts: &Path, archive: &Path) -> Containerd {
         ContainerdOpts {
             root: None,
             hosts_dir: hosts.to_path_buf(),
+            ..Default::default()
         },
     )
     .expect("containerd starts");

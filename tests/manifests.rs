@@ -416,3 +416,37 @@ fn the_bundle_is_wired_the_way_the_facts_say() {
         svc["spec"]["ports"][0]["name"]
     );
 }
+
+#[test]
+#[ignore = "needs kubectl and the venv of scripts/test-env.sh (kubernetes-validate)"]
+fn only_the_snapshots_overlay_grants_nodes_checkpoint_and_it_says_the_risk() {
+    let grants = |objs: &[serde_yaml::Value]| {
+        objs.iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|o| o["rules"].as_sequence().cloned().unwrap_or_default())
+            .any(|r| {
+                strs(&r["resources"])
+                    .iter()
+                    .any(|x| x == "nodes/checkpoint" || x == "nodes/*" || x == "*")
+            })
+    };
+    assert!(
+        !grants(&render("deploy")),
+        "the base install grants nodes/checkpoint"
+    );
+    let (code, text) = validate(&["deploy/overlays/snapshots"]);
+    assert_eq!(code, 0, "{text}");
+    let objs = render("deploy/overlays/snapshots");
+    let role = find(&objs, "ClusterRole", "coldstart-agent-checkpoint");
+    assert_eq!(strs(&role["rules"][0]["resources"]), ["nodes/checkpoint"]);
+    assert_eq!(strs(&role["rules"][0]["verbs"]), ["create"]);
+    let warning = role["metadata"]["annotations"]["coldstart.dev/warning"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        warning.contains("cannot be limited to one node"),
+        "{warning}"
+    );
+    let binding = find(&objs, "ClusterRoleBinding", "coldstart-agent-checkpoint");
+    assert_eq!(binding["subjects"][0]["name"], "coldstart-agent");
+}

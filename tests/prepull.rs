@@ -73,6 +73,7 @@ fn start(bin: &ContainerdBin, hosts: &Path, root: Option<PathBuf>) -> Containerd
         ContainerdOpts {
             root,
             hosts_dir: hosts.to_path_buf(),
+            ..Default::default()
         },
     )
     .expect("containerd starts")

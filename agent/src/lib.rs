@@ -22,6 +22,7 @@ pub mod node;
 pub mod plan;
 pub mod prepull;
 pub mod rate_floor;
+pub mod snapshots;
 pub mod standalone;
 pub mod telemetry;
 pub mod warmer;

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod check;
 pub mod completion;
 pub mod nodes;
+pub mod snapshot;
 pub mod status;
 pub mod unwarm;
 pub mod verify;

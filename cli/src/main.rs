@@ -101,6 +101,8 @@ enum Command {
     Nodes(commands::nodes::Args),
     /// Compile caches on the nodes: the pod spec parts (`env`), the scopes (`list`), GC (`gc`).
     Cache(commands::cache::Args),
+    /// Process snapshots on this node: `capture` a running container, `support` (--here).
+    Snapshot(commands::snapshot::Args),
     /// What will make a Deployment's pods start cold: one line per finding, exit 1 if any.
     Check(commands::check::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -174,6 +176,7 @@ async fn run(cli: &Cli) -> Result<Output, CliError> {
         Command::Nodes(args) => commands::nodes::run(cli, args).await,
         Command::Cache(args) => commands::cache::run(cli, args).await,
         Command::Check(args) => commands::check::run(cli, args).await,
+        Command::Snapshot(args) => commands::snapshot::run(cli, args).await,
         Command::Completion(args) => commands::completion::run(args),
         Command::Version(args) => commands::version::run(cli, args).await,
     }

@@ -250,6 +250,9 @@ pub fn kind(err: &anyhow::Error) -> String {
     if let Some(e) = err.downcast_ref::<coldstart_agent::caches::Error>() {
         return e.metric_label().into();
     }
+    if let Some(e) = err.downcast_ref::<coldstart_agent::snapshots::Error>() {
+        return e.metric_label().into();
+    }
     if let Some(e) = err.downcast_ref::<coldstart_agent::standalone::ClientError>() {
         return e.kind().into();
     }

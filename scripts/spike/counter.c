@@ -1,5 +1,6 @@
 /* The stateful program of scripts/spike/criu-cri.sh: fills SPIKE_MIB MiB (default 256) with a
- * pseudo-random pattern (the "load"), then counts forever, one line a tick, each line with the
+ * pseudo-random pattern (the "load", stretched by SPIKE_LOAD_MS of sleep to stand for reading
+ * weights and warming up), then counts forever, one line a tick, each line with the
  * checksum of the whole buffer recomputed that tick. After a restore the count goes on from where
  * it was and the checksum is unchanged; a cold start begins again at count=1.
  * Built static (gcc -static) so that the image needs nothing else. */
@@ -48,6 +49,13 @@ int main(void) {
         x ^= x >> 7;
         x ^= x << 17;
         buf[i] = x;
+    }
+    /* SPIKE_LOAD_MS: the rest of a slow "load" (weights read, warm-up), slept before "loaded". */
+    const char *load_s = getenv("SPIKE_LOAD_MS");
+    long load_ms = load_s ? strtol(load_s, NULL, 10) : 0;
+    if (load_ms > 0) {
+        struct timespec lt = {load_ms / 1000, (load_ms % 1000) * 1000000L};
+        nanosleep(&lt, NULL);
     }
     uint64_t sum = checksum(buf, words);
     snprintf(line, sizeof line, "loaded mib=%zu sum=%016llx pid=%d\n", mib,

@@ -122,40 +122,11 @@ cleanup() {
 # shellcheck source=scripts/lib/debian.sh
 . "$REPO/scripts/lib/debian.sh"
 
-# criu and its whole dependency closure from $CRIU_SUITE, glibc included (sid's criu needs glibc
-# 2.38, bookworm has 2.36), unpacked into one tree; bin/criu runs it with that tree's loader and
-# libraries, so nothing on the host changes. runc finds `criu` on PATH (the runc option
-# criu_path is gone in containerd 2.x).
-install_criu() {
-  local dir="$TESTENV/criu-$CRIU_SUITE"
-  if [ ! -x "$dir/bin/criu" ]; then
-    say "fetching criu and its libraries from $CRIU_SUITE"
-    local uri work; uri=$(debian_uri) || fail "cannot find a Debian mirror URI in /etc/apt"; work=$(mktemp -d)
-    mkdir -p "$work/lists/partial" "$work/archives/partial"
-    echo "deb [trusted=yes] $uri $CRIU_SUITE main" > "$work/sources.list"
-    local opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-"
-                -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
-                -o "Dir::Cache=$work" -o "Dir::State::status=/dev/null"
-                -o "Acquire::Check-Valid-Until=false" -o "APT::Get::AllowUnauthenticated=true"
-                -o "Debug::NoLocking=1")
-    apt-get "${opts[@]}" update -qq >/dev/null
-    local pkgs
-    pkgs=$(apt-cache "${opts[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
-             --no-breaks --no-replaces --no-enhances criu | grep -v '^ ' | grep -v '<' | sort -u)
-    (cd "$work" && apt-get "${opts[@]}" download -qq $pkgs 2>/dev/null)
-    rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/bin"
-    for deb in "$work"/*.deb; do dpkg -x "$deb" "$dir.tmp"; done
-    rm -rf "$work"
-    cat > "$dir.tmp/bin/criu" <<EOF
-#!/bin/sh
-# CRIU from Debian $CRIU_SUITE with its own glibc (written by scripts/spike/criu-cri.sh).
-exec "$dir/usr/lib64/ld-linux-x86-64.so.2" --library-path "$dir/usr/lib/x86_64-linux-gnu" "$dir/usr/sbin/criu" "\$@"
-EOF
-    chmod 755 "$dir.tmp/bin/criu"
-    # The wrapper names the final path; the tree moves there as a whole.
-    rm -rf "$dir"; mv "$dir.tmp" "$dir"
-  fi
-  CRIU_BIN="$dir/bin"
+# shellcheck source=scripts/lib/criu.sh
+. "$REPO/scripts/lib/criu.sh"
+
+criu_step() {
+  CRIU_BIN=$(install_criu "$TESTENV" "$CRIU_SUITE") || fail "cannot install criu from $CRIU_SUITE"
   say "$("$CRIU_BIN/criu" --version | head -1) at $CRIU_BIN/criu"
   say "criu check: $("$CRIU_BIN/criu" check 2>&1 | tail -1)"
   "$CRIU_BIN/criu" check >/dev/null 2>&1 || fail "criu check failed"
@@ -218,7 +189,7 @@ main() {
   [ -x "$CRI" ] || fail "$CRI not built"
 
   STEP=criu
-  install_criu
+  criu_step
 
   STEP=images
   local img="$WORK/img"

@@ -141,6 +141,13 @@ pub struct ContainerdOpts {
     pub root: Option<PathBuf>,
     /// CRI registry `config_path` (the hosts.toml directory).
     pub hosts_dir: PathBuf,
+    /// A directory put first on containerd's PATH (the CRIU wrapper's, for snapshots).
+    pub path_first: Option<PathBuf>,
+    /// CRI's sandbox (pause) image (`pinned_images.sandbox`, 2.x only).
+    pub sandbox_image: Option<String>,
+    /// `restrict_oom_score_adj = true` and `enable_cdi = false` (2.x only): root here lacks
+    /// CAP_SYS_RESOURCE, so a pod sandbox's oom_score_adj -998 cannot be set otherwise.
+    pub run_pods: bool,
 }
 
 /// A running containerd with its own root, state, socket, config and log under a temp dir.
@@ -190,7 +197,7 @@ impl Containerd {
         let log = t.join("containerd.log");
         std::fs::write(
             &config,
-            render_config(bin, t, &root, &state, &socket, &opts.hosts_dir),
+            render_config(bin, t, &root, &state, &socket, &opts),
         )?;
         let mut cd = Containerd {
             bin: bin.clone(),
@@ -213,8 +220,12 @@ impl Containerd {
             .append(true)
             .open(&self.log)?;
         let log2 = log.try_clone()?;
+        let first = match &self.opts.path_first {
+            Some(d) => format!("{}:", d.display()),
+            None => String::new(),
+        };
         let path = format!(
-            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "{first}{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             self.bin.bin_dir.display()
         );
         let child = Command::new(self.bin.bin_dir.join("containerd"))
@@ -438,8 +449,9 @@ fn render_config(
     root: &Path,
     state: &Path,
     socket: &Path,
-    hosts_dir: &Path,
+    opts: &ContainerdOpts,
 ) -> String {
+    let hosts_dir = opts.hosts_dir.as_path();
     let log_level =
         std::env::var("COLDSTART_CONTAINERD_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let p = |s: &str| toml_path(&t.join(s));
@@ -507,6 +519,15 @@ fn render_config(
              netns_mounts_under_state_dir = true\n",
             p("cdi")
         ));
+        if opts.run_pods {
+            c.push_str("  restrict_oom_score_adj = true\n  enable_cdi = false\n");
+        }
+        if let Some(image) = &opts.sandbox_image {
+            c.push_str(&format!(
+                "\n[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = {}\n",
+                super::toml_str(image)
+            ));
+        }
         let bin_key = if bin.version_at_least("2.1.0") {
             format!("bin_dirs = [{}]", p("cni-bin"))
         } else {

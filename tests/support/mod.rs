@@ -11,8 +11,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod containerd;
+pub mod cri;
 pub mod hub_py;
 pub mod image;
+pub mod kubelet;
 pub mod nvml;
 pub mod proxy;
 pub mod registry;

@@ -65,6 +65,23 @@ struct CriConfig {
     config_path: Option<PathBuf>,
 }
 
+/// A gRPC channel to containerd's socket (CRI is served on the same one), shared by every port
+/// that talks to containerd. Connects lazily and reconnects after a containerd restart.
+pub(crate) fn channel(socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    // The URI is required by tonic but unused: the connector dials the unix socket.
+    let endpoint = Endpoint::from_static("http://[::]:50051")
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    }))
+}
+
 /// Images port over a containerd socket.
 #[derive(Debug, Clone)]
 pub struct ContainerdImages {
@@ -76,18 +93,7 @@ impl ContainerdImages {
     /// A client for the socket in `cfg`. Connects lazily and reconnects after a containerd
     /// restart, so a pull retried after one needs no new client.
     pub fn new(cfg: ContainerdConfig) -> Result<Self, Error> {
-        let path = cfg.socket.clone();
-        // The URI is required by tonic but unused: the connector dials the unix socket.
-        let endpoint = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }));
+        let channel = channel(&cfg.socket);
         Ok(ContainerdImages { cfg, channel })
     }
 
