@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use auth::{DockerConfig, RegistryAuth};
 pub use containerd::{ContainerdConfig, ContainerdImages};
-pub(crate) use containerd::{channel, clean_version, version_at_least};
+pub(crate) use containerd::{channel, clean_version, in_k8s_namespace, version_at_least};
 pub use fake::Fake;
 pub use reference::ImageRef;
 pub use registry::{Blob, ImageManifest, RegistryClient};

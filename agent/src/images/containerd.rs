@@ -65,6 +65,18 @@ struct CriConfig {
     config_path: Option<PathBuf>,
 }
 
+/// `msg` as a request in containerd's `k8s.io` namespace (CRI's), bounded by `timeout`; every
+/// port that talks to containerd's own API sends through this.
+pub(crate) fn in_k8s_namespace<T>(msg: T, timeout: std::time::Duration) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "containerd-namespace",
+        tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
+    );
+    req.set_timeout(timeout);
+    req
+}
+
 /// A gRPC channel to containerd's socket (CRI is served on the same one), shared by every port
 /// that talks to containerd. Connects lazily and reconnects after a containerd restart.
 pub(crate) fn channel(socket: &Path) -> Channel {
@@ -109,13 +121,7 @@ impl ContainerdImages {
 
     /// Wraps a request with the `k8s.io` namespace header and the short-call timeout.
     fn ns<T>(&self, msg: T) -> Request<T> {
-        let mut req = Request::new(msg);
-        req.metadata_mut().insert(
-            "containerd-namespace",
-            tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
-        );
-        req.set_timeout(self.cfg.call_timeout);
-        req
+        in_k8s_namespace(msg, self.cfg.call_timeout)
     }
 
     /// CRI's configuration: what CRI `Status` reports (1.x), completed from containerd's

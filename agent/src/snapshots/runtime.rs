@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::key::CompatKey;
 use super::restore::{RestoreSupport, restore_support};
 use super::{Error, one_line};
-use crate::images::{K8S_NAMESPACE, channel, clean_version};
+use crate::images::{channel, clean_version};
 
 /// Where `criu` is looked for when none is configured: containerd's usual PATH.
 pub const DEFAULT_CRIU_SEARCH: &str =
@@ -91,13 +91,7 @@ impl ContainerdSnapshots {
 
     /// A request in containerd's `k8s.io` namespace with the short-call timeout.
     pub(super) fn ns<T>(&self, msg: T) -> Request<T> {
-        let mut req = Request::new(msg);
-        req.metadata_mut().insert(
-            "containerd-namespace",
-            tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
-        );
-        req.set_timeout(self.cfg.call_timeout);
-        req
+        crate::images::in_k8s_namespace(msg, self.cfg.call_timeout)
     }
 
     pub(super) fn rpc(op: &'static str) -> impl Fn(tonic::Status) -> Error {
