@@ -248,7 +248,7 @@ fn a_sealed_scope_travels_through_the_registry_by_the_push_rule() {
             NOW,
         ))
         .unwrap_err();
-    assert!(err.to_string().contains("already holds 1 files"), "{err}");
+    assert!(err.to_string().contains("already holds 2 entries"), "{err}");
     assert_eq!(
         std::fs::read(root_c.scope_dir(&s_c.name).join("triton/K/other.cubin")).unwrap(),
         b"c's own"

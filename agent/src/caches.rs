@@ -96,13 +96,13 @@ pub enum Error {
         /// What changed.
         reason: String,
     },
-    /// An import found files in the scope (a pod compiled first): its work is kept.
-    #[error("scope {scope} already holds {files} files; import skipped")]
+    /// An import found the scope written (a pod started first): its work is kept.
+    #[error("scope {scope} already holds {entries} entries; import skipped")]
     ScopeNotEmpty {
         /// The scope's directory name.
         scope: String,
-        /// Files found.
-        files: u64,
+        /// Entries found besides the empty subdirectories.
+        entries: u64,
     },
     /// The registry step of an export or import failed.
     #[error(transparent)]

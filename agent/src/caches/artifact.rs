@@ -31,11 +31,11 @@ use std::time::{Duration, SystemTime};
 use nix::sys::stat::fstat;
 use sha2::{Digest as _, Sha256};
 
+use super::Error;
 use super::layout::{CacheRoot, Owner, SCOPE_SUBDIRS};
 use super::scope::{SCOPE_DIR_MODE, Scope};
 use super::seal::{FileEntry, MANIFEST_FORMAT, Manifest};
 use super::walk::{self, Kind};
-use super::{Error, quiet::TreeStats};
 use crate::fsx;
 
 /// `artifactType` of a compile-cache artifact.
@@ -485,19 +485,28 @@ fn chown_dirs(dir: &Path, owner: Owner) -> Result<(), Error> {
     Ok(())
 }
 
-/// Swaps the staged tree in for the scope's tree, which must hold no file (a pod that compiled
-/// first keeps its own work: the import is dropped). The old, empty tree is removed.
+/// Swaps the staged tree in for the scope's tree, which must hold nothing but its empty
+/// subdirectories (a pod that started first keeps its own work, scratch included: the import
+/// is dropped). The old, empty tree is removed.
 pub fn install(root: &CacheRoot, scope: &str, staging: &Path) -> Result<(), Error> {
     let live = root.scope_dir(scope);
     let state = root.scope_state_dir(scope);
     let lock_path = state.join("seal.lock");
     let _lock = fsx::lock_exclusive(&lock_path).map_err(|e| Error::io("lock", &lock_path, e))?;
-    let stats = TreeStats::of(&walk::walk(&live)?);
-    if stats.files > 0 {
+    // Anything but the empty subdirectories ensure_scope makes counts, the pod's scratch under
+    // TMPDIR included: a pod that started meanwhile keeps what it wrote.
+    let found = walk::walk(&live)?;
+    let entries = found
+        .entries
+        .iter()
+        .filter(|e| !(e.kind == Kind::Dir && SCOPE_SUBDIRS.contains(&e.rel.as_str())))
+        .count()
+        + found.skipped.len();
+    if entries > 0 {
         let _ = fsx::remove_tree(staging);
         return Err(Error::ScopeNotEmpty {
             scope: scope.to_string(),
-            files: stats.files,
+            entries: entries as u64,
         });
     }
     nix::fcntl::renameat2(

@@ -2,8 +2,9 @@
 //! runtime, never waited for. Each pass collects finished transfers, starts the ones the scopes
 //! call for, and sets each scope's `transfer` line.
 //!
-//! - Import: the model's current scope holds no file, was never imported, and the caller says
-//!   which digests it trusts (cluster mode: those a node recorded as exported). Retried after
+//! - Import: the model's current scope holds no file, no pod or process uses it, it was never
+//!   imported, and the caller says which digests it trusts (cluster mode: those a node
+//!   recorded as exported). Retried after
 //!   [`RETRY`] while the registry has no artifact, the digest is not trusted or a step failed.
 //! - Export: the scope's newest generation is sealed and this node has not pushed it (nor
 //!   found it settled: the tag names another node's artifact), and the node is not import-only.
@@ -99,6 +100,7 @@ impl Shipper {
 
     fn import_due(&self, s: &CompileCacheStatus, now: UnixNanos) -> bool {
         s.current
+            && !s.in_use
             && s.files == 0
             && s.imported.is_none()
             && !self.imported.contains(&s.scope)

@@ -289,11 +289,23 @@ fn an_import_never_replaces_a_tree_a_pod_compiled_into() {
     unpack(&packed.layer, &m, &st, me(dir_b.path())).unwrap();
     let err = install(&root_b, &sb.name, &st).unwrap_err();
     assert!(
-        matches!(err, Error::ScopeNotEmpty { files: 1, .. }),
+        matches!(err, Error::ScopeNotEmpty { entries: 2, .. }),
         "{err}"
     );
     assert!(!st.exists());
     assert_eq!(std::fs::read(&own).unwrap(), b"compiled here");
+    // A pod's scratch alone (TMPDIR, not cache) also keeps the import out.
+    let (dir_c, root_c) = root();
+    let sc = scope(&root_c, "model-a", 1);
+    put(&root_c.scope_dir(&sc.name).join("tmp/pod-scratch"), b"x");
+    let st = staging(&root_c, &sc);
+    unpack(&packed.layer, &m, &st, me(dir_c.path())).unwrap();
+    let err = install(&root_c, &sc.name, &st).unwrap_err();
+    assert!(
+        matches!(err, Error::ScopeNotEmpty { entries: 1, .. }),
+        "{err}"
+    );
+    assert!(root_c.scope_dir(&sc.name).join("tmp/pod-scratch").is_file());
     assert!(
         !root_b
             .scope_dir(&sb.name)
