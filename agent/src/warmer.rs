@@ -89,8 +89,7 @@ pub struct Warmer<I, W> {
     pulls: BTreeMap<String, Running>,
     syncs: BTreeMap<String, Running>,
     image_records: BTreeMap<String, Record>,
-    /// Manifest digests CRI reports for present images, by image (the status's `resolved`
-    /// when no pull of this agent recorded one).
+    /// CRI's manifest digest per present image: `resolved` when no pull of ours recorded one.
     present_digests: BTreeMap<String, String>,
     weight_records: BTreeMap<String, Record>,
     /// Models held in the cache, by ColdModel name.
