@@ -15,12 +15,17 @@ use serde::{Deserialize, Serialize};
 mod crds;
 mod names;
 mod selector;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use crds::{CrdError, CrdFile, crd_files, crds};
 pub use names::{MAX_MODEL_NAME, model_label_key, model_name, model_name_problem};
 pub use selector::{SelectorError, matches, parse_selector};
+pub use snapshot::{
+    QuiesceHooks, SNAPSHOT_LABEL_PREFIX, SNAPSHOT_REQUEST_ANNOTATION, SnapshotCapture, SnapshotPolicy,
+    SnapshotStatus, snapshot_label_key,
+};
 
 /// API group.
 pub const GROUP: &str = "coldstart.dev";
@@ -170,16 +175,6 @@ pub struct CompileCachePolicy {
     pub registry: Option<String>,
 }
 
-/// Snapshot policy.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotPolicy {
-    /// Take and restore process snapshots. Defaults to false (needs containerd 2.1-2.3 with
-    /// restore enabled, cuda-checkpoint and the same GPU model on every node).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-}
-
 /// One per node, named after it: what the node's agent reports. Only that agent writes it.
 #[derive(
     CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema,
@@ -255,6 +250,14 @@ pub struct ColdNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["scope"]))]
     pub compile_caches: Vec<CompileCacheStatus>,
+    /// Process snapshots held on this node, keyed by name, and whether each can restore here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub snapshots: Vec<SnapshotStatus>,
+    /// Per model with a snapshot policy: the last capture, what runs, or why none is taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["model"]))]
+    pub snapshot_captures: Vec<SnapshotCapture>,
     /// GPU inventory and health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuStatus>,

@@ -207,6 +207,9 @@ pub fn plan(inp: &Inputs<'_>, limits: &Limits) -> Plan {
             skipped: skipped(inp.models, inp.node_labels),
             // The caches keeper reports the scopes after the pass (they are not planned here).
             compile_caches: Vec::new(),
+            // So are snapshots (the snapshots port reports them).
+            snapshots: Vec::new(),
+            snapshot_captures: Vec::new(),
             gpu: inp.current.and_then(|c| c.gpu.clone()),
             updated_at: None,
         },

@@ -19,6 +19,8 @@ pub mod archive;
 pub mod capture;
 pub mod image;
 pub mod key;
+pub mod managed;
+pub mod policy;
 pub mod restore;
 pub mod runtime;
 pub mod store;
@@ -32,7 +34,8 @@ pub use capture::{
 pub use key::{CompatKey, NodeFacts};
 pub use restore::{RestoreSupport, restore_support};
 pub use runtime::{ContainerdSnapshots, RestoreTarget, RuntimeConfig};
-pub use store::{Snapshot, SnapshotStore};
+pub use managed::{Managed, TakeRequest, Taken};
+pub use store::{Meta, Snapshot, SnapshotStore};
 
 /// Annotation containerd reads to tell a checkpoint image from an ordinary one.
 pub const CHECKPOINT_ANNOTATION: &str = "org.criu.checkpoint.container.name";

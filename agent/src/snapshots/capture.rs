@@ -16,7 +16,7 @@ use tracing::{instrument, warn};
 use super::archive::Limits;
 use super::key::NodeFacts;
 use super::runtime::ContainerdSnapshots;
-use super::store::{Snapshot, SnapshotStore};
+use super::store::{Meta, Snapshot, SnapshotStore};
 use super::{Error, one_line};
 
 /// Which path makes the archive.
@@ -192,6 +192,8 @@ pub struct CaptureRequest {
     pub name: String,
     /// Checkpoint timeout.
     pub timeout: Duration,
+    /// Recorded beside the snapshot (model, time, scope, image).
+    pub meta: Meta,
 }
 
 /// What a capture made and how long it took.
@@ -235,7 +237,7 @@ pub async fn capture(
         }
     };
     let checkpoint = now().saturating_duration_since(started);
-    let result = ingest_file(store, &req.name, &archive, limits, node).await;
+    let result = ingest_file(store, &req.name, &archive, limits, node, &req.meta).await;
     let _ = std::fs::remove_file(&archive);
     let (snapshot, archive_bytes) = result?;
     Ok(Captured {
@@ -252,18 +254,20 @@ pub async fn ingest_file(
     path: &Path,
     limits: &Limits,
     node: &NodeFacts,
+    meta: &Meta,
 ) -> Result<(Snapshot, u64), Error> {
-    let (store, name, path, limits, node) = (
+    let (store, name, path, limits, node, meta) = (
         store.clone(),
         name.to_string(),
         path.to_path_buf(),
         *limits,
         node.clone(),
+        meta.clone(),
     );
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let snap = store.ingest(&name, file, &limits, &node)?;
+        let snap = store.ingest(&name, file, &limits, &node, &meta)?;
         Ok((snap, bytes))
     })
     .await

@@ -462,6 +462,7 @@ mod tests {
                     kernel: "6.1".into(),
                     ..CompatKey::default()
                 },
+                meta: Default::default(),
             },
         };
         let b = blobs(&snap);

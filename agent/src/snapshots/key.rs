@@ -128,6 +128,14 @@ impl CompatKey {
 
     /// The key as image annotations (`dev.coldstart.snapshot.<field>`).
     pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.fields()
+            .into_iter()
+            .map(|(k, v)| (format!("{KEY_ANNOTATION_PREFIX}{k}"), v))
+            .collect()
+    }
+
+    /// The key's fields by their JSON names (`imageDigest`, `gpuCount`, ...), as strings.
+    pub fn fields(&self) -> BTreeMap<String, String> {
         let value = serde_json::to_value(self).unwrap_or_default();
         let mut out = BTreeMap::new();
         if let Some(map) = value.as_object() {
@@ -136,10 +144,28 @@ impl CompatKey {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                out.insert(format!("{KEY_ANNOTATION_PREFIX}{k}"), v);
+                out.insert(k.clone(), v);
             }
         }
         out
+    }
+
+    /// The first 16 hex digits of sha256 over the fields (sorted `name=value` lines): the node
+    /// label's value and the checkpoint image's tag. Equal keys hash equal on every node.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (k, v) in self.fields() {
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -193,6 +219,12 @@ mod tests {
         assert_eq!(a["dev.coldstart.snapshot.gpuCount"], "1");
         assert_eq!(a["dev.coldstart.snapshot.imageDigest"], "sha256:aa");
         assert_eq!(a.len(), 8);
+        let h = key().hash();
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, key().hash(), "stable");
+        let mut other = key();
+        other.kernel = "6.2.0".into();
+        assert_ne!(other.hash(), h);
         assert_eq!(digest_of("127.0.0.1:5000/a/b@sha256:ff"), "sha256:ff");
     }
 }

@@ -269,6 +269,45 @@ impl ContainerdSnapshots {
     }
 }
 
+impl ContainerdSnapshots {
+    /// The manifest digest image `name` names in `k8s.io`, `None` when there is no such image.
+    #[instrument(skip_all, fields(image = %name), err(level = "debug"))]
+    pub async fn image_target(&self, name: &str) -> Result<Option<String>, Error> {
+        let got = ctd::images_client::ImagesClient::new(self.channel.clone())
+            .get(self.ns(ctd::GetImageRequest {
+                name: name.to_string(),
+            }))
+            .await;
+        match got {
+            Ok(r) => Ok(r
+                .into_inner()
+                .image
+                .and_then(|i| i.target)
+                .map(|t| t.digest)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Self::rpc("get image")(s)),
+        }
+    }
+
+    /// Deletes image `name` from `k8s.io` (its content goes with containerd's next GC);
+    /// absent is fine. Returns whether it existed.
+    #[instrument(skip_all, fields(image = %name), err(level = "debug"))]
+    pub async fn remove_image(&self, name: &str) -> Result<bool, Error> {
+        let deleted = ctd::images_client::ImagesClient::new(self.channel.clone())
+            .delete(self.ns(ctd::DeleteImageRequest {
+                name: name.to_string(),
+                sync: false,
+                target: None,
+            }))
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(Self::rpc("delete image")(s)),
+        }
+    }
+}
+
 /// The labels the kubelet puts on a pod's containers (and which [`ContainerdSnapshots::container_id`]
 /// looks for).
 pub fn kube_labels(target: &RestoreTarget) -> std::collections::HashMap<String, String> {

@@ -6,7 +6,7 @@
 //! `<root>/<name>/snapshot.json`  what the archive said and the compatibility key
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,28 @@ pub struct Record {
     pub layer_size: u64,
     /// The compatibility key.
     pub key: CompatKey,
+    /// Who asked for it: the model and when (absent for a snapshot taken by hand before part 2).
+    #[serde(default, flatten)]
+    pub meta: Meta,
+}
+
+/// What the managed policy records beside a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    /// The ColdModel it belongs to; empty for one taken by hand.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    /// When it was taken, seconds since the epoch (0: unknown).
+    #[serde(default)]
+    pub created_unix: u64,
+    /// The compile-cache scope the process had mounted (held by a retention lease while the
+    /// snapshot lives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_scope: Option<String>,
+    /// The checkpoint image it was imported as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// One snapshot on disk.
@@ -57,6 +79,15 @@ impl Snapshot {
     /// Path of the layer.
     pub fn layer(&self) -> PathBuf {
         self.dir.join(LAYER)
+    }
+
+    /// Bytes on disk (the layer and the record).
+    pub fn bytes(&self) -> u64 {
+        [LAYER, RECORD]
+            .iter()
+            .filter_map(|f| std::fs::symlink_metadata(self.dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -96,6 +127,7 @@ impl SnapshotStore {
         archive: impl Read,
         limits: &Limits,
         node: &NodeFacts,
+        meta: &Meta,
     ) -> Result<Snapshot, Error> {
         check_name(name)?;
         let dest = self.root.join(name);
@@ -111,7 +143,7 @@ impl SnapshotStore {
             .mode(DIR_MODE)
             .create(&stage)
             .map_err(|e| Error::io("mkdir", &stage, e))?;
-        let result = write_stage(&stage, name, archive, limits, node).and_then(|record| {
+        let result = write_stage(&stage, name, archive, limits, node, meta).and_then(|record| {
             std::fs::rename(&stage, &dest).map_err(|e| Error::io("rename", &dest, e))?;
             fsx::fsync_dir(&self.root)?;
             Ok(Snapshot { dir: dest, record })
@@ -138,6 +170,48 @@ impl SnapshotStore {
         })?;
         Ok(Snapshot { dir, record })
     }
+
+    /// Every snapshot whose record reads, by name; a directory being staged (a leading `.`) or
+    /// without a readable record is skipped.
+    pub fn list(&self) -> Result<Vec<Snapshot>, Error> {
+        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::io("list", &self.root, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("list", &self.root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_name(&name).is_err() || !fsx::is_real_dir(&entry.path())? {
+                continue;
+            }
+            if let Ok(snap) = self.get(&name) {
+                out.push(snap);
+            }
+        }
+        out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok(out)
+    }
+
+    /// Replaces snapshot `name`'s record metadata (the rest of the record stays).
+    pub fn set_meta(&self, name: &str, meta: &Meta) -> Result<Snapshot, Error> {
+        let mut snap = self.get(name)?;
+        snap.record.meta = meta.clone();
+        write_record(&snap.dir, &snap.record)?;
+        Ok(snap)
+    }
+
+    /// Removes snapshot `name`: renamed away first (so a reader never sees half of it), then
+    /// deleted. Returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, Error> {
+        check_name(name)?;
+        let dir = self.root.join(name);
+        if !fsx::is_real_dir(&dir)? {
+            return Ok(false);
+        }
+        let gone = self.root.join(fsx::temp_name("removed"));
+        std::fs::rename(&dir, &gone).map_err(|e| Error::io("rename", &dir, e))?;
+        fsx::fsync_dir(&self.root)?;
+        fsx::remove_tree(&gone)?;
+        Ok(true)
+    }
 }
 
 fn write_stage(
@@ -146,6 +220,7 @@ fn write_stage(
     archive: impl Read,
     limits: &Limits,
     node: &NodeFacts,
+    meta: &Meta,
 ) -> Result<Record, Error> {
     let path = stage.join(LAYER);
     let file = create(&path)?;
@@ -163,18 +238,20 @@ fn write_stage(
         layer_digest: facts.layer_digest.clone(),
         layer_size: facts.layer_size,
         key: CompatKey::new(&facts, node),
+        meta: meta.clone(),
     };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::BadDump {
+    write_record(stage, &record)?;
+    Ok(record)
+}
+
+/// Writes `record` into `dir` (a new file: the stage, or replacing through a temporary name).
+fn write_record(dir: &Path, record: &Record) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::BadDump {
         file: RECORD,
         reason: e.to_string(),
     })?;
-    let rec = stage.join(RECORD);
-    let mut f = create(&rec)?;
-    f.write_all(&json)
-        .map_err(|e| Error::io("write", &rec, e))?;
-    f.sync_all().map_err(|e| Error::io("fsync", &rec, e))?;
-    fsx::fsync_dir(stage)?;
-    Ok(record)
+    fsx::write_atomic(dir, RECORD, &json, FILE_MODE)?;
+    Ok(())
 }
 
 fn create(path: &Path) -> Result<File, Error> {

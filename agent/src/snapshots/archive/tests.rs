@@ -51,7 +51,13 @@ fn ingest(
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("outside")).unwrap();
     let store = SnapshotStore::open(tmp.path().join("snapshots")).unwrap();
-    let r = store.ingest("snap-1", bytes, limits, &NodeFacts::default());
+    let r = store.ingest(
+        "snap-1",
+        bytes,
+        limits,
+        &NodeFacts::default(),
+        &Default::default(),
+    );
     (tmp, r)
 }
 
