@@ -132,7 +132,7 @@ fn the_agent_may_do_what_the_kubelet_may_to_its_own_node_and_no_more() {
             (merge(json!({"spec": {"taints": []}})), "coldstart-agent may remove only the coldstart.dev/warming taint: spec.taints (another taint) may not change"),
             (merge(json!({"spec": {"unschedulable": null}})), "coldstart-agent may not change spec.unschedulable"),
             (merge(json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "x"}}})),
-                "coldstart-agent may change only labels under coldstart.dev/model., not metadata.labels[node-restriction.kubernetes.io/pool]"),
+                "coldstart-agent may change only labels under coldstart.dev/model. and coldstart.dev/snapshot., not metadata.labels[node-restriction.kubernetes.io/pool]"),
             (merge(json!({"metadata": {"annotations": {"a": "b"}}})), "coldstart-agent may not change metadata.annotations[a]"),
             (merge(json!({"spec": {"taints": [{"key": "example.com/admin", "effect": "NoExecute"},
                 {"key": WARMING, "value": "true", "effect": "NoSchedule"}]}})),

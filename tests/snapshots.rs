@@ -400,6 +400,7 @@ async fn capture_through_kubelet_and_cri_then_restore_in_new_pods() {
         container: "counter".into(),
         name: name.into(),
         timeout: Duration::from_secs(120),
+        meta: Default::default(),
     };
     let a = snapshots::capture(
         &via_kubelet,

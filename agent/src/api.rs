@@ -23,8 +23,8 @@ pub use crds::{CrdError, CrdFile, crd_files, crds};
 pub use names::{MAX_MODEL_NAME, model_label_key, model_name, model_name_problem};
 pub use selector::{SelectorError, matches, parse_selector};
 pub use snapshot::{
-    QuiesceHooks, SNAPSHOT_LABEL_PREFIX, SNAPSHOT_REQUEST_ANNOTATION, SnapshotCapture, SnapshotPolicy,
-    SnapshotStatus, snapshot_label_key,
+    QuiesceHooks, SNAPSHOT_LABEL_PREFIX, SNAPSHOT_REQUEST_ANNOTATION, SnapshotCapture,
+    SnapshotPolicy, SnapshotStatus, snapshot_label_key,
 };
 
 /// API group.

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 mod compile;
 mod credentials;
 mod events;
+mod snapshot;
 mod watched;
 
 use crate::caches::runner::PassContext;
@@ -35,6 +36,8 @@ use compile::CompileCaches;
 pub use compile::{LeaseClaim, claim_name, recorded_digests};
 use credentials::SecretCredentials;
 use events::NodeEvents;
+pub use snapshot::SnapshotSettings;
+use snapshot::{SnapshotView, Snapshots};
 use watched::{Watched, watch};
 
 use crate::agent::{Error, Reconcile};
@@ -75,6 +78,8 @@ pub struct Settings {
     pub deadline_action: DeadlineAction,
     /// Compile caches: where, and their budget.
     pub compile: CompileSettings,
+    /// Process snapshots: where, and containerd.
+    pub snapshots: SnapshotSettings,
 }
 
 /// The Kubernetes clients: one for watches (long reads, the client's own retries) and one for
@@ -116,6 +121,8 @@ struct Planned {
     /// The node as the watch store held it for this pass (labels and conditions are
     /// compared against it: no read before those writes).
     node: Arc<Node>,
+    /// Snapshot labels and Events.
+    snapshots: SnapshotView,
 }
 
 /// The cluster-mode pass.
@@ -129,6 +136,7 @@ pub struct Cluster<I, W> {
     coldnodes: Watched<ColdNode>,
     events: NodeEvents,
     compile: CompileCaches,
+    snapshots: Snapshots,
     gpu: Arc<gpu::Monitor>,
     phases: BTreeMap<String, Phase>,
     /// ColdModels skipped (and announced) last pass.
@@ -188,6 +196,7 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
                 &settings.node,
                 wake,
             ),
+            snapshots: Snapshots::new(settings.snapshots.clone()),
             creds: SecretCredentials {
                 secrets,
                 fallback: settings.pull_secret.clone(),
@@ -285,7 +294,15 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
                 self.warmer.images().registry_client(),
             )
             .await;
+        let pods = self.compile.pods();
+        let snapshots = self
+            .snapshots
+            .pass(&models, &plan, pods.as_deref(), &gpu, now, metrics)
+            .await;
+        plan.status.snapshots = snapshots.statuses.clone();
+        plan.status.snapshot_captures = snapshots.captures.clone();
         Planned {
+            snapshots,
             conditions: vec![plan.models_warm.clone(), gpu::condition(&gpu)],
             plan,
             has_taint,
@@ -309,6 +326,13 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             }
         };
         let node = &planned.node;
+        // A snapshot label that must go goes first (a pod naming a checkpoint image must not
+        // land here), then its reason in status and an Event.
+        keep_first_error(
+            self.surface
+                .set_snapshot_labels(node, &planned.snapshots.labels)
+                .await,
+        );
         keep_first_error(
             self.surface
                 .set_model_labels(node, &plan.ready_labels)
@@ -336,6 +360,9 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
             let msg = format!("{}; startup taint removed", plan.models_warm.message);
             self.event(EventType::Normal, "NodeWarm", "RemoveTaint", msg)
                 .await;
+        }
+        for (type_, reason, note) in &planned.snapshots.events {
+            self.event(*type_, reason, "Snapshot", note.clone()).await;
         }
         match first {
             Some(e) => Err(Error::Node(e)),
@@ -458,5 +485,6 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Reconcile for Cluster<I, W> 
             task.abort();
         }
         self.compile.stop();
+        self.snapshots.stop();
     }
 }

@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// /run/coldstart/agent.sock].
     #[arg(long, env = "COLDSTART_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Directories searched for `criu` (containerd's PATH, for "can this node restore"),
+    /// `:`-separated [default: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin].
+    #[arg(long, env = "COLDSTART_CRIU_PATH", value_name = "DIRS")]
+    pub criu_path: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -216,6 +220,8 @@ pub struct FileConfig {
     pub models_file: Option<PathBuf>,
     /// See [`RunArgs::socket`].
     pub socket: Option<PathBuf>,
+    /// See [`RunArgs::criu_path`].
+    pub criu_path: Option<String>,
 }
 
 /// The validated configuration of the daemon.
@@ -277,6 +283,8 @@ pub struct Config {
     pub models_file: PathBuf,
     /// Standalone mode's API socket.
     pub socket: PathBuf,
+    /// Where `criu` is looked for.
+    pub criu_search: Vec<PathBuf>,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -465,6 +473,13 @@ impl RunArgs {
                 .socket
                 .or(file.socket)
                 .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            criu_search: std::env::split_paths(
+                &self
+                    .criu_path
+                    .or(file.criu_path)
+                    .unwrap_or_else(|| crate::snapshots::runtime::DEFAULT_CRIU_SEARCH.into()),
+            )
+            .collect(),
         };
         cfg.validate()?;
         Ok(cfg)

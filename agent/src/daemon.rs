@@ -279,7 +279,21 @@ fn cluster_settings(cfg: &Config) -> anyhow::Result<cluster::Settings> {
             budget: cfg.compile_cache_budget,
             import_only: cfg.compile_cache_import_only,
         },
+        snapshots: cluster::SnapshotSettings {
+            dir: cfg.cache_root.join("snapshots"),
+            runtime: snapshots_runtime(cfg),
+            cache_root: cfg.cache_root.clone(),
+        },
     })
+}
+
+/// containerd as the snapshots port reaches it.
+fn snapshots_runtime(cfg: &Config) -> crate::snapshots::RuntimeConfig {
+    let mut rt = crate::snapshots::RuntimeConfig::new(cfg.containerd_socket.clone());
+    rt.config_file = cfg.containerd_config.clone();
+    rt.criu_search = cfg.criu_search.clone();
+    rt.containerd_root = Some(cfg.containerd_root.clone());
+    rt
 }
 
 fn standalone_settings(cfg: &Config) -> standalone::Settings {

@@ -16,6 +16,7 @@ use crate::api::{PartPhase, Phase};
 
 mod compile;
 mod gpu;
+mod snapshots;
 #[cfg(test)]
 mod tests;
 
@@ -183,6 +184,7 @@ pub struct Metrics {
     startup_taint: Gauge,
     deadline_exceeded: Gauge,
     compile: compile::CompileFamilies,
+    snapshots: snapshots::SnapshotFamilies,
 }
 
 impl Default for Metrics {
@@ -321,8 +323,10 @@ impl Metrics {
             deadline_exceeded.clone(),
         );
         let compile = compile::CompileFamilies::register(&mut families);
+        let snapshots = snapshots::SnapshotFamilies::register(&mut families);
         Metrics {
             compile,
+            snapshots,
             registry: families.registry,
             names: families.names,
             last_pass,

@@ -21,7 +21,8 @@ use tracing::{debug, instrument};
 
 use crate::api::{
     CONDITION_GPU_HEALTHY, CONDITION_MODELS_WARM, ColdNode, ColdNodeSpec, ColdNodeStatus,
-    Condition, MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, WARMING_TAINT_KEY, model_label_key,
+    Condition, MODEL_LABEL_PREFIX, MODEL_LABEL_READY, Phase, SNAPSHOT_LABEL_PREFIX,
+    WARMING_TAINT_KEY,
 };
 use crate::backoff::Backoff;
 
@@ -287,18 +288,44 @@ impl NodeSurface {
         node: &Node,
         ready: &BTreeSet<String>,
     ) -> Result<bool, Error> {
+        let want = ready
+            .iter()
+            .map(|n| (n.clone(), MODEL_LABEL_READY.to_string()))
+            .collect();
+        self.set_labels_under(node, MODEL_LABEL_PREFIX, &want).await
+    }
+
+    /// Makes the node's `coldstart.dev/snapshot.<model>` labels exactly `offered` (model to
+    /// key hash). Returns whether a write was made.
+    #[instrument(skip_all, fields(node = %self.settings.node), err(level = "debug"))]
+    pub async fn set_snapshot_labels(
+        &self,
+        node: &Node,
+        offered: &BTreeMap<String, String>,
+    ) -> Result<bool, Error> {
+        self.set_labels_under(node, SNAPSHOT_LABEL_PREFIX, offered)
+            .await
+    }
+
+    /// Makes the labels under `prefix` exactly `want` (name after the prefix to value) with one
+    /// merge patch touching only that prefix; nothing is written when nothing changes.
+    async fn set_labels_under(
+        &self,
+        node: &Node,
+        prefix: &str,
+        want: &BTreeMap<String, String>,
+    ) -> Result<bool, Error> {
         let have = node.metadata.labels.clone().unwrap_or_default();
         let mut changes = BTreeMap::new();
-        for key in have.keys().filter(|k| k.starts_with(MODEL_LABEL_PREFIX)) {
-            let name = &key[MODEL_LABEL_PREFIX.len()..];
-            if !ready.contains(name) {
+        for key in have.keys().filter(|k| k.starts_with(prefix)) {
+            if !want.contains_key(&key[prefix.len()..]) {
                 changes.insert(key.clone(), Value::Null);
             }
         }
-        for name in ready {
-            let key = model_label_key(name);
-            if have.get(&key).map(String::as_str) != Some(MODEL_LABEL_READY) {
-                changes.insert(key, json!(MODEL_LABEL_READY));
+        for (name, value) in want {
+            let key = format!("{prefix}{name}");
+            if have.get(&key) != Some(value) {
+                changes.insert(key, json!(value));
             }
         }
         if changes.is_empty() {

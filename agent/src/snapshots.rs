@@ -32,9 +32,9 @@ pub use capture::{
     CaptureRequest, CaptureVia, Captured, Capturer, KubeletClient, KubeletConfig, capture,
 };
 pub use key::{CompatKey, NodeFacts};
+pub use managed::{Managed, TakeRequest, Taken};
 pub use restore::{RestoreSupport, restore_support};
 pub use runtime::{ContainerdSnapshots, RestoreTarget, RuntimeConfig};
-pub use managed::{Managed, TakeRequest, Taken};
 pub use store::{Meta, Snapshot, SnapshotStore};
 
 /// Annotation containerd reads to tell a checkpoint image from an ordinary one.

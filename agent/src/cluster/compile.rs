@@ -91,6 +91,14 @@ impl CompileCaches {
         }
     }
 
+    /// The pods on this node, once the watch has listed them.
+    pub(super) fn pods(&self) -> Option<Vec<Arc<Pod>>> {
+        self.pods
+            .synced
+            .load(Ordering::Acquire)
+            .then(|| self.pods.store.state())
+    }
+
     /// Stops the watch.
     pub(super) fn stop(&self) {
         self.pods.task.abort();

@@ -290,7 +290,11 @@ impl Hooks {
         let base = format!("http://{host}:{}", q.port);
         let path = |p: &Option<String>, default: &str| {
             let p = p.clone().unwrap_or_else(|| default.to_string());
-            if p.starts_with('/') { p } else { format!("/{p}") }
+            if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            }
         };
         let timeout = Duration::from_secs(u64::from(q.timeout_seconds.unwrap_or(60).max(1)));
         let http = reqwest::Client::builder()

@@ -96,7 +96,7 @@ pub fn due(m: &ModelInputs<'_>, pods: &[PodView], now: i64) -> Due {
     let requested = m
         .requested_at
         .filter(|t| *t > i64::try_from(m.newest_created).unwrap_or(i64::MAX));
-    if !requested.is_some() && m.offered {
+    if requested.is_none() && m.offered {
         return idle("captured", "a snapshot that fits this node is held".into());
     }
     let Some(pod) = ready.first() else {

@@ -203,6 +203,7 @@ async fn capture(args: &CaptureArgs) -> Result<Output, CliError> {
         container: container.to_string(),
         name: args.name.clone(),
         timeout: Duration::from_secs(args.timeout),
+        meta: Default::default(),
     };
     let got = snapshots::capture(
         &capturer,

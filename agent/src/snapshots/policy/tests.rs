@@ -171,14 +171,26 @@ fn restorable_only_when_everything_fits() {
         restorable(r, &s, h, m, p).unwrap_err()
     };
     assert!(why(&record(""), Ok(()), &here, Some(&now), true).contains("by hand"));
-    assert!(why(&r, Err("containerd 2.4.0 removed".into()), &here, Some(&now), true).contains("2.4.0"));
+    assert!(
+        why(
+            &r,
+            Err("containerd 2.4.0 removed".into()),
+            &here,
+            Some(&now),
+            true
+        )
+        .contains("2.4.0")
+    );
     assert!(why(&r, Ok(()), &here, None, true).contains("not warm"));
     let moved = ModelNow {
         image_digest: "sha256:cc".into(),
         ..now.clone()
     };
     let e = why(&r, Ok(()), &here, Some(&moved), true);
-    assert!(e.contains("image digest is \"sha256:aa\" in the snapshot, \"sha256:cc\" here"), "{e}");
+    assert!(
+        e.contains("image digest is \"sha256:aa\" in the snapshot, \"sha256:cc\" here"),
+        "{e}"
+    );
     let small = HereFacts {
         gpus: 0,
         ..here.clone()
