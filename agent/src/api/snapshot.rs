@@ -112,6 +112,9 @@ pub struct SnapshotStatus {
     /// The ColdModel it belongs to (empty for one taken by hand).
     #[serde(default)]
     pub model: String,
+    /// The container it was taken of (the restoring container's name).
+    #[serde(default)]
+    pub container: String,
     /// Hash of the compatibility key: the value of the node label while it is offered.
     pub key_hash: String,
     /// The compatibility key's fields (image digest, GPU product and count, driver, kernel,

@@ -72,6 +72,8 @@ pub(super) struct Snapshots {
     support: Option<(Instant, Result<(), String>, String)>,
     captures: BTreeMap<String, SnapshotCapture>,
     failed: HashMap<String, Instant>,
+    /// Pods a snapshot was taken of (by uid).
+    taken_from: std::collections::HashSet<String>,
     ready_seen: HashMap<String, i64>,
     offered: BTreeMap<String, String>,
     withdrawn_reason: BTreeMap<String, String>,
@@ -89,6 +91,7 @@ impl Snapshots {
             support: None,
             captures: BTreeMap::new(),
             failed: HashMap::new(),
+            taken_from: std::collections::HashSet::new(),
             ready_seen: HashMap::new(),
             offered: BTreeMap::new(),
             withdrawn_reason: BTreeMap::new(),
@@ -250,6 +253,7 @@ impl Snapshots {
         let capture = match result {
             Ok(t) => {
                 let r = &t.snapshot.record;
+                self.taken_from.insert(pod_uid);
                 metrics.snapshot_capture(&model, "captured");
                 let msg = format!(
                     "snapshot {} of model {model}: {} MiB, checkpoint {:.1} s, key {}",
@@ -394,6 +398,7 @@ impl Snapshots {
             view.statuses.push(SnapshotStatus {
                 name: r.name.clone(),
                 model: r.meta.model.clone(),
+                container: r.container_name.clone(),
                 key_hash: r.key.hash(),
                 key: r.key.fields(),
                 image: r.meta.image.clone(),
@@ -576,11 +581,12 @@ impl Snapshots {
                 PodView {
                     namespace: p.metadata.namespace.clone().unwrap_or_default(),
                     name: p.metadata.name.clone().unwrap_or_default(),
-                    uid,
                     labels: p.metadata.labels.clone().unwrap_or_default(),
                     containers,
                     ready_since,
                     ip: status.and_then(|s| s.pod_ip.clone()),
+                    captured: self.taken_from.contains(&uid),
+                    uid,
                 }
             })
             .collect();

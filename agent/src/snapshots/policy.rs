@@ -28,6 +28,9 @@ pub struct PodView {
     pub ready_since: Option<i64>,
     /// The pod's IP (for the quiesce hooks).
     pub ip: Option<String>,
+    /// A snapshot was already taken of this pod: the Ready-period rule takes each pod once
+    /// (its process is what it is; a new key comes with a new pod), a request may again.
+    pub captured: bool,
 }
 
 /// What a model's policy asks of this node now.
@@ -96,6 +99,9 @@ pub fn due(m: &ModelInputs<'_>, pods: &[PodView], now: i64) -> Due {
     let requested = m
         .requested_at
         .filter(|t| *t > i64::try_from(m.newest_created).unwrap_or(i64::MAX));
+    if requested.is_none() {
+        ready.retain(|p| !p.captured);
+    }
     if requested.is_none() && m.offered {
         return idle("captured", "a snapshot that fits this node is held".into());
     }

@@ -1,5 +1,6 @@
-//! `coldctl snapshot capture|support --here`: process snapshots on this node (part 1: by hand;
-//! the managed policy comes with issue 18).
+//! `coldctl snapshot`: process snapshots. `capture` and `support` work on this node by hand
+//! (`--here`); `create`, `list`, `delete` and `restore-spec` are the managed policy's verbs
+//! ([`managed`]).
 //!
 //! - `capture NS/POD/CONTAINER --name NAME [--capture-via kubelet|cri] [--image REF]`:
 //!   checkpoints the running container (through the kubelet API with a bearer token, or CRI on
@@ -28,6 +29,8 @@ use serde_json::json;
 use crate::report::{CliError, Output};
 use crate::{Backend, Cli};
 
+pub mod managed;
+
 /// Arguments of `coldctl snapshot`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +44,14 @@ enum Verb {
     Capture(Box<CaptureArgs>),
     /// Whether this node's containerd can restore a checkpoint, and why not (--here).
     Support(NodeArgs),
+    /// Ask the model's nodes for a snapshot now (cluster), or take one here (--here --pod).
+    Create(Box<managed::CreateArgs>),
+    /// The model's snapshots per node: key, size, age, restorable here or why not.
+    List(Box<managed::ListArgs>),
+    /// Delete a snapshot on this node (--here): image, compile-cache lease, files.
+    Delete(Box<managed::DeleteArgs>),
+    /// Print the pod patch that restores from the model's snapshot (image + node affinity).
+    RestoreSpec(Box<managed::RestoreSpecArgs>),
 }
 
 /// This node's containerd.
@@ -61,7 +72,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn runtime(&self) -> ContainerdSnapshots {
+    pub(crate) fn runtime(&self) -> ContainerdSnapshots {
         let mut cfg = RuntimeConfig::new(self.containerd_socket.clone());
         cfg.config_file = self.containerd_config.clone();
         cfg.criu_search = std::env::split_paths(&self.criu_path).collect();
@@ -118,14 +129,29 @@ pub struct CaptureArgs {
 
 /// Runs the verb.
 pub async fn run(cli: &Cli, args: &Args) -> Result<Output, CliError> {
-    if cli.backend() != Backend::Here {
-        return Err(CliError::usage(
-            "`coldctl snapshot` works on this node's containerd: run it on the node with --here",
-        ));
-    }
+    let here_only = || {
+        if cli.backend() == Backend::Here {
+            Ok(())
+        } else {
+            Err(CliError::usage(
+                "`coldctl snapshot capture|support` work on this node's containerd: run them on \
+                 the node with --here",
+            ))
+        }
+    };
     match &args.verb {
-        Verb::Capture(a) => capture(a).await,
-        Verb::Support(a) => support(a).await,
+        Verb::Create(a) => managed::create(cli, a).await,
+        Verb::List(a) => managed::list(cli, a).await,
+        Verb::Delete(a) => managed::delete(cli, a).await,
+        Verb::RestoreSpec(a) => managed::restore_spec(cli, a).await,
+        Verb::Capture(a) => {
+            here_only()?;
+            capture(a).await
+        }
+        Verb::Support(a) => {
+            here_only()?;
+            support(a).await
+        }
     }
 }
 

@@ -10,6 +10,7 @@ fn pod(name: &str, ready_since: Option<i64>, containers: &[&str]) -> PodView {
         containers: containers.iter().map(|c| (c.to_string(), 0)).collect(),
         ready_since,
         ip: Some("127.0.0.1".into()),
+        captured: false,
     }
 }
 
@@ -49,6 +50,17 @@ fn a_pod_ready_for_the_period_is_captured_once() {
         }
         other => panic!("{other:?}"),
     }
+    // A pod already captured is not taken again by the period rule (its snapshot did not fit).
+    let mut taken = pods[0].clone();
+    taken.captured = true;
+    let (s, msg) = state(&due(&m, &[taken.clone()], 5000));
+    assert_eq!(s, "waiting");
+    assert!(msg.contains("no Ready pod"), "{msg}");
+    let asked = ModelInputs {
+        requested_at: Some(4000),
+        ..m.clone()
+    };
+    assert_eq!(state(&due(&asked, &[taken], 5000)).0, "capture");
     // Held and fitting: nothing more.
     let held = ModelInputs {
         offered: true,
