@@ -22,6 +22,8 @@
 mod common;
 #[path = "cluster/compile.rs"]
 mod compile;
+#[path = "cluster/snapshot.rs"]
+mod snapshot;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,12 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::new_with(|_| {})
+    }
+
+    /// As [`World::new`], with containerd's options changed by `tune` (pods and CRIU for the
+    /// snapshot tests).
+    fn new_with(tune: impl FnOnce(&mut ContainerdOpts)) -> World {
         support::require_root();
         let env = TestEnv::load();
         let images = tempfile::tempdir().unwrap();
@@ -74,15 +82,13 @@ impl World {
             &registry.url(),
             None,
         );
-        let ctd = Containerd::start(
-            env.newest(),
-            ContainerdOpts {
-                root: None,
-                hosts_dir: hosts.path().to_path_buf(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut opts = ContainerdOpts {
+            root: None,
+            hosts_dir: hosts.path().to_path_buf(),
+            ..Default::default()
+        };
+        tune(&mut opts);
+        let ctd = Containerd::start(env.newest(), opts).unwrap();
         let hub = FakeHub::start_blocking(coldstart_fakehub::Options::default()).unwrap();
         hub.add_repo_files(REPO, "main", model_files());
         // The Hub wants a token, which the agent finds only in its own namespace's secret.

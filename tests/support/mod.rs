@@ -12,6 +12,7 @@
 
 pub mod containerd;
 pub mod cri;
+pub mod criu;
 pub mod hub_py;
 pub mod image;
 pub mod kubelet;
