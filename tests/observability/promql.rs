@@ -123,6 +123,15 @@ fn exercised() -> Metrics {
     m.compile_caches(&[scope], &[("s".into(), 1)], 1);
     m.compile_cache_transfer("m", "import", "imported", 1);
     m.compile_cache_import_use("m", true);
+    let snap = coldstart_agent::api::SnapshotStatus {
+        name: "m-1".into(),
+        model: "m".into(),
+        bytes: 1,
+        ..Default::default()
+    };
+    m.snapshots(&[snap], &["m"], &["m"]);
+    m.snapshot_capture("m", "captured");
+    m.snapshot_evicted("m");
     m
 }
 
