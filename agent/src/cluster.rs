@@ -196,7 +196,11 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
                 &settings.node,
                 wake,
             ),
-            snapshots: Snapshots::new(settings.snapshots.clone()),
+            snapshots: Snapshots::new(
+                settings.snapshots.clone(),
+                clients.request.clone(),
+                &settings.node,
+            ),
             creds: SecretCredentials {
                 secrets,
                 fallback: settings.pull_secret.clone(),
@@ -297,7 +301,18 @@ impl<I: Images + Send + Sync + 'static, W: Weights> Cluster<I, W> {
         let pods = self.compile.pods();
         let snapshots = self
             .snapshots
-            .pass(&models, &plan, pods.as_deref(), &gpu, now, metrics)
+            .pass(
+                snapshot::PassInputs {
+                    models: &models,
+                    plan: &plan,
+                    pods: pods.as_deref(),
+                    gpu: &gpu,
+                    now,
+                    metrics,
+                    creds: &self.creds,
+                },
+                self.warmer.images().registry_client(),
+            )
             .await;
         plan.status.snapshots = snapshots.statuses.clone();
         plan.status.snapshot_captures = snapshots.captures.clone();

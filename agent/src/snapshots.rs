@@ -23,6 +23,7 @@ pub mod managed;
 pub mod policy;
 pub mod restore;
 pub mod runtime;
+pub mod share;
 pub mod store;
 
 use std::path::PathBuf;

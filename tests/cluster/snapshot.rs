@@ -146,9 +146,15 @@ fn affinity_selector(patch: &Value) -> LabelSelector {
     }
 }
 
-#[test]
-#[ignore = "needs root and scripts/test-env.sh (containerd 2.1.9, CRIU 4.2.1)"]
-fn the_policy_captures_labels_evicts_restores_and_withdraws_on_a_new_image() {
+/// The fake API server, the agent's world and containerd 2.1.9 able to run pods with CRIU.
+struct Setup {
+    w: World,
+    rt: tokio::runtime::Runtime,
+    criu: std::path::PathBuf,
+    counter: String,
+}
+
+fn setup() -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let criu = criu_dir();
     let w = World::new_with(|o| {
@@ -173,6 +179,111 @@ fn the_policy_captures_labels_evicts_restores_and_withdraws_on_a_new_image() {
     w.ctd
         .ctr_ns("k8s.io", &["images", "import", pause_tar.to_str().unwrap()])
         .unwrap();
+    Setup {
+        w,
+        rt,
+        criu,
+        counter,
+    }
+}
+
+/// The model's pod on [`NODE`]: the counter in a real CRI pod, and Ready in the API.
+fn run_counter_pod(
+    w: &World,
+    rt: &tokio::runtime::Runtime,
+    counter: &str,
+) -> (Cri, super::support::cri::Pod) {
+    let mut cri = rt.block_on(async { Cri::connect(w.ctd.socket()) });
+    let logs = w.dir.path().join("logs/vllm-0");
+    let env = [
+        ("SPIKE_MIB", "16".to_string()),
+        ("SPIKE_LOAD_MS", "200".to_string()),
+        ("SPIKE_TICK_MS", "100".to_string()),
+    ];
+    let original = rt.block_on(async {
+        let p = cri.run_pod("vllm-0", "default", &logs).await.unwrap();
+        cri.run_container(&p, "counter", counter, &env)
+            .await
+            .unwrap();
+        wait_line(&logs.join("counter.log"), 0, "count=3 ").await;
+        p
+    });
+    w.api.create(pod(counter)).unwrap();
+    (cri, original)
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (containerd 2.1.9, CRIU 4.2.1)"]
+fn a_snapshot_pushed_by_one_node_is_pulled_and_offered_by_another_of_the_same_key() {
+    let Setup {
+        w,
+        rt,
+        criu,
+        counter,
+    } = setup();
+    let repository = format!("{}/coldstart/snapshots", w.registry.host());
+    let mut model = cold_model("gpu");
+    model["spec"]["image"] = json!(counter);
+    model["spec"]["snapshot"] = json!({"enabled": true, "readySeconds": 1, "registry": repository});
+    w.api.create(model).unwrap();
+    let lib = w.nvml.lib.to_str().unwrap().to_string();
+    let flags = ["--criu-path", criu.to_str().unwrap()];
+    let nvml = ["--nvml-library", lib.as_str()];
+    let mut a = w.agent_on(NODE, &w.cache_root(), &nvml, &flags);
+    w.wait_model_phase(&mut a, "Ready");
+    let (_cri, _pod) = run_counter_pod(&w, &rt, &counter);
+    let pushed = wait_for("pushed from node 1", WARM, || {
+        a.check_alive();
+        snapshots(&w).first()?["pushed"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", w.coldnode(), a.log_tail()));
+    assert!(
+        pushed.starts_with(&format!("{repository}@sha256:")),
+        "{pushed}"
+    );
+    let hash = label(&w, NODE).unwrap();
+
+    // Node 2: same model, image, GPU product, kernel and CRIU, no pod of the model: it pulls
+    // what node 1 recorded, validates and imports it, and offers restores too.
+    w.api.create(node_named(NODE_2)).ok();
+    let root_b = w.dir.path().join("cache-2");
+    let mut b = w.agent_on(NODE_2, &root_b, &nvml, &flags);
+    let got = wait_for("the label on node 2", WARM, || {
+        b.check_alive();
+        label(&w, NODE_2)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", w.coldnode_of(NODE_2), b.log_tail()));
+    assert_eq!(got, hash);
+    let st = wait_for("node 2's snapshot in status", WARM, || {
+        let cn = w.coldnode_of(NODE_2)?;
+        cn["status"]["snapshots"].as_array()?.first().cloned()
+    })
+    .unwrap();
+    assert_eq!(st["pushed"], pushed.as_str(), "{st}");
+    assert_eq!(st["restorable"], true, "{st}");
+    assert!(
+        root_b
+            .join("snapshots")
+            .join(st["name"].as_str().unwrap())
+            .join("layer.tar")
+            .is_file()
+    );
+    assert!(event_reasons(&w).contains(&"SnapshotPulled".to_string()));
+    assert_eq!(a.terminate(), 0);
+    assert_eq!(b.terminate(), 0);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (containerd 2.1.9, CRIU 4.2.1)"]
+fn the_policy_captures_labels_evicts_restores_and_withdraws_on_a_new_image() {
+    let Setup {
+        w,
+        rt,
+        criu,
+        counter,
+    } = setup();
     let hooks = Hooks::start();
     let mut model = cold_model("gpu");
     model["spec"]["image"] = json!(counter);
@@ -185,23 +296,7 @@ fn the_policy_captures_labels_evicts_restores_and_withdraws_on_a_new_image() {
     assert_eq!(label(&w, NODE), None, "no snapshot yet, no label");
 
     // The model's pod: a real container through CRI, Ready in the API.
-    let mut cri = rt.block_on(async { Cri::connect(w.ctd.socket()) });
-    let logs = w.dir.path().join("logs/vllm-0");
-    let env = [
-        ("SPIKE_MIB", "16".to_string()),
-        ("SPIKE_LOAD_MS", "200".to_string()),
-        ("SPIKE_TICK_MS", "100".to_string()),
-    ];
-    let original = rt.block_on(async {
-        let p = cri.run_pod("vllm-0", "default", &logs).await.unwrap();
-        cri.run_container(&p, "counter", &counter, &env)
-            .await
-            .unwrap();
-        wait_line(&logs.join("counter.log"), 0, "count=3 ").await;
-        p
-    });
-    w.api.create(pod(&counter)).unwrap();
-
+    let (mut cri, original) = run_counter_pod(&w, &rt, &counter);
     // Captured after the period: the label carries the key hash, status and Events say so.
     let hash = wait_for("the snapshot label", WARM, || {
         agent.check_alive();

@@ -22,14 +22,17 @@ use crate::api::{
     SnapshotStatus, name_of,
 };
 use crate::gpu::GpuReport;
+use crate::images::RegistryClient;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::snapshots::policy::{HereFacts, ModelInputs, ModelNow};
 use crate::snapshots::{ContainerdSnapshots, Error as SnapError, restore_support};
 use crate::snapshots::{Managed, RuntimeConfig, Taken};
+use crate::warmer::Credentials;
 
 mod capture;
 mod offer;
+mod share;
 
 /// How long "can this node restore" is trusted before it is asked again.
 const SUPPORT_TTL: Duration = Duration::from_secs(30);
@@ -64,7 +67,29 @@ pub(super) struct SnapshotView {
     pub events: Vec<(EventType, &'static str, String)>,
 }
 
-type CaptureTask = JoinHandle<(String, String, Result<Taken, SnapError>)>;
+/// What a capture or pull task ends with.
+pub(super) struct Outcome {
+    model: String,
+    /// The pod uid captured, or the digest pulled.
+    from: String,
+    pulled: bool,
+    result: Result<Taken, SnapError>,
+    /// After a capture, the push to the policy's registry (`registry/repo@digest`).
+    push: Option<Result<String, String>>,
+}
+
+type CaptureTask = JoinHandle<Outcome>;
+
+/// What one pass is given.
+pub(super) struct PassInputs<'a, C> {
+    pub models: &'a [ColdModel],
+    pub plan: &'a Plan,
+    pub pods: Option<&'a [Arc<Pod>]>,
+    pub gpu: &'a GpuReport,
+    pub now: Timestamp,
+    pub metrics: &'a Metrics,
+    pub creds: &'a C,
+}
 
 /// The snapshots of this node.
 pub(super) struct Snapshots {
@@ -82,11 +107,18 @@ pub(super) struct Snapshots {
     withdrawn_reason: BTreeMap<String, String>,
     leases_renewed: Option<Instant>,
     kernel: String,
+    /// Every ColdNode (shared snapshots other nodes pushed).
+    coldnodes: kube::Api<crate::api::ColdNode>,
+    node: String,
+    remote_checked: Option<Instant>,
 }
 
 impl Snapshots {
-    pub(super) fn new(settings: SnapshotSettings) -> Snapshots {
+    pub(super) fn new(settings: SnapshotSettings, request: kube::Client, node: &str) -> Snapshots {
         Snapshots {
+            coldnodes: kube::Api::all(request),
+            node: node.to_string(),
+            remote_checked: None,
             settings,
             managed: None,
             open_error: None,
@@ -150,15 +182,20 @@ impl Snapshots {
         (verdict, criu)
     }
 
-    pub(super) async fn pass(
+    pub(super) async fn pass<C: Credentials>(
         &mut self,
-        models: &[ColdModel],
-        plan: &Plan,
-        pods: Option<&[Arc<Pod>]>,
-        gpu: &GpuReport,
-        now: Timestamp,
-        metrics: &Metrics,
+        inp: PassInputs<'_, C>,
+        registry: impl Future<Output = RegistryClient>,
     ) -> SnapshotView {
+        let PassInputs {
+            models,
+            plan,
+            pods,
+            gpu,
+            now,
+            metrics,
+            creds,
+        } = inp;
         let mut view = SnapshotView::default();
         let policies: BTreeMap<String, SnapshotPolicy> = models
             .iter()
@@ -213,6 +250,7 @@ impl Snapshots {
         let names: Vec<&str> = policies.keys().map(String::as_str).collect();
         metrics.snapshots(statuses, &offered, &names);
         let views = pods.map(|p| self.pod_views(p, now));
+        let shares = share::targets(models, &policies, creds, registry).await;
         for (model, policy) in &policies {
             let newest = held
                 .iter()
@@ -229,7 +267,31 @@ impl Snapshots {
                 support: support.clone(),
             };
             let compile = &plan.status.compile_caches;
-            let capture = self.decide(&m, &inputs, views.as_deref(), &nows, compile, &here, now);
+            let target = match shares.get(model) {
+                Some(Ok(t)) => Some(t),
+                Some(Err(why)) => {
+                    warn!(%model, error = %why, "snapshot sharing off for this pass");
+                    None
+                }
+                None => None,
+            };
+            let mut capture = self.decide(
+                &m,
+                &inputs,
+                views.as_deref(),
+                (&nows, compile, &here),
+                target,
+                now,
+            );
+            if let Some(t) = target
+                && !inputs.offered
+                && capture.state != "capturing"
+                && let Some(pulling) = self
+                    .maybe_pull(&m, model, t, &support, &here, nows.get(model), now_unix)
+                    .await
+            {
+                capture = pulling;
+            }
             self.captures.insert(model.clone(), capture);
         }
         self.captures.retain(|k, _| policies.contains_key(k));
@@ -245,44 +307,63 @@ impl Snapshots {
         let Some(task) = self.task.take() else {
             return;
         };
-        let (model, pod_uid, result) = match task.await {
-            Ok(r) => r,
+        let o = match task.await {
+            Ok(o) => o,
             Err(e) => {
                 warn!(error = %e, "snapshot capture task ended abnormally");
                 return;
             }
         };
+        let (model, verb) = (
+            o.model.clone(),
+            if o.pulled { "pulled" } else { "captured" },
+        );
         let at = Some(Time(now));
-        let capture = match result {
+        let capture = match o.result {
             Ok(t) => {
                 let r = &t.snapshot.record;
-                self.taken_from.insert(pod_uid);
-                metrics.snapshot_capture(&model, "captured");
+                if !o.pulled {
+                    self.taken_from.insert(o.from);
+                }
+                metrics.snapshot_capture(&model, verb);
+                let shared = o
+                    .push
+                    .as_ref()
+                    .map(|p| share::pushed(view, &model, p))
+                    .unwrap_or_default();
+                let how = if o.pulled {
+                    format!("pulled {}", r.meta.pushed.as_deref().unwrap_or("?"))
+                } else {
+                    format!("checkpoint {:.1} s", t.checkpoint.as_secs_f64())
+                };
                 let msg = format!(
-                    "snapshot {} of model {model}: {} MiB, checkpoint {:.1} s, key {}",
+                    "snapshot {} of model {model}: {} MiB, {how}, key {}{shared}",
                     r.name,
                     r.layer_size >> 20,
-                    t.checkpoint.as_secs_f64(),
                     r.key.hash()
                 );
-                view.events
-                    .push((EventType::Normal, "SnapshotCaptured", msg.clone()));
+                let reason = if o.pulled {
+                    "SnapshotPulled"
+                } else {
+                    "SnapshotCaptured"
+                };
+                view.events.push((EventType::Normal, reason, msg.clone()));
                 self.support = None; // re-read before offering it
                 SnapshotCapture {
                     model: model.clone(),
-                    state: "captured".into(),
+                    state: verb.into(),
                     message: Some(msg),
                     at,
                 }
             }
             Err(e) => {
                 metrics.snapshot_capture(&model, e.metric_label());
-                self.failed.insert(pod_uid, Instant::now());
+                self.failed.insert(o.from, Instant::now());
                 let msg = format!(
-                    "snapshot of model {model} failed: {}",
+                    "snapshot of model {model} not {verb}: {}",
                     crate::errors::chain(&e)
                 );
-                warn!(%model, error = %msg, "snapshot capture failed");
+                warn!(%model, error = %msg, "snapshot {verb} failed");
                 view.events
                     .push((EventType::Warning, "SnapshotFailed", msg.clone()));
                 SnapshotCapture {

@@ -69,6 +69,16 @@ pub fn blobs(snap: &Snapshot) -> ImageBlobs {
         "dev.coldstart.snapshot.baseImage".to_string(),
         r.base_image.clone(),
     );
+    if !r.meta.model.is_empty() {
+        annotations.insert(
+            "dev.coldstart.snapshot.model".to_string(),
+            r.meta.model.clone(),
+        );
+        annotations.insert(
+            "dev.coldstart.snapshot.createdUnix".to_string(),
+            r.meta.created_unix.to_string(),
+        );
+    }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
@@ -434,7 +444,7 @@ fn tokio_stream<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     let hex: String = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

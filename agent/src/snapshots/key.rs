@@ -150,6 +150,22 @@ impl CompatKey {
         out
     }
 
+    /// The key back from [`fields`](Self::fields) (a ColdNode's status); `None` when a field
+    /// is missing or does not parse.
+    pub fn from_fields(f: &BTreeMap<String, String>) -> Option<CompatKey> {
+        let get = |k: &str| f.get(k).cloned();
+        Some(CompatKey {
+            image_digest: get("imageDigest")?,
+            gpu_product: get("gpuProduct")?,
+            gpu_count: get("gpuCount")?.parse().ok()?,
+            driver: get("driver")?,
+            kernel: get("kernel")?,
+            criu: get("criu")?,
+            model_commit: get("modelCommit")?,
+            runtime: get("runtime")?,
+        })
+    }
+
     /// The first 16 hex digits of sha256 over the fields (sorted `name=value` lines): the node
     /// label's value and the checkpoint image's tag. Equal keys hash equal on every node.
     pub fn hash(&self) -> String {
@@ -225,6 +241,10 @@ mod tests {
         let mut other = key();
         other.kernel = "6.2.0".into();
         assert_ne!(other.hash(), h);
+        assert_eq!(CompatKey::from_fields(&key().fields()), Some(key()));
+        let mut partial = key().fields();
+        partial.remove("driver");
+        assert_eq!(CompatKey::from_fields(&partial), None);
         assert_eq!(digest_of("127.0.0.1:5000/a/b@sha256:ff"), "sha256:ff");
     }
 }

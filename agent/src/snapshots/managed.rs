@@ -99,6 +99,7 @@ impl Managed {
             created_unix: req.now_unix,
             compile_scope: req.compile_scope.clone(),
             image: None,
+            pushed: None,
         };
         let hooks = Hooks::new(req)?;
         if let Err(e) = hooks.call(true).await {

@@ -219,14 +219,28 @@ pub fn restorable(
     if record.meta.model.is_empty() {
         return Err("taken by hand: not offered by the policy".into());
     }
+    fits(&record.key, support, here, model)?;
+    if !image_present {
+        return Err(format!(
+            "checkpoint image {} is not in containerd",
+            record.meta.image.as_deref().unwrap_or("(none)")
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a snapshot with `key` fits this node now: the node can restore (`support`), the
+/// model is warm here with a digest and commit (`model`), and every field of the key matches.
+pub fn fits(
+    key: &CompatKey,
+    support: &Result<(), String>,
+    here: &HereFacts,
+    model: Option<&ModelNow>,
+) -> Result<(), String> {
     support.clone()?;
     let Some(model) = model else {
-        return Err(format!(
-            "model {} is not warm on this node (no image digest or commit)",
-            record.meta.model
-        ));
+        return Err("the model is not warm on this node (no image digest or commit)".into());
     };
-    let key = &record.key;
     // The node gives a restored container the GPUs it had when it has that many.
     let gpu_count = if here.gpus >= key.gpu_count {
         key.gpu_count
@@ -242,14 +256,7 @@ pub fn restorable(
         criu: here.criu.clone(),
     };
     let now = CompatKey::here(&node, &model.image_digest, &key.runtime);
-    key.check(&now).map_err(|e| e.to_string())?;
-    if !image_present {
-        return Err(format!(
-            "checkpoint image {} is not in containerd",
-            record.meta.image.as_deref().unwrap_or("(none)")
-        ));
-    }
-    Ok(())
+    key.check(&now).map_err(|e| e.to_string())
 }
 
 /// The checkpoint image's name in containerd for `model` and key hash `hash`: local only, so a

@@ -64,6 +64,9 @@ pub struct Meta {
     /// The checkpoint image it was imported as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Where it was shared: `registry/repo@digest` (pushed from here, or pulled from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }
 
 /// One snapshot on disk.

@@ -8,7 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tracing::info;
 
-use super::{GPU_RESOURCE, RETRY_AFTER, Snapshots};
+use super::share::ShareTarget;
+use super::{GPU_RESOURCE, Outcome, RETRY_AFTER, Snapshots};
 use crate::api::{CompileCacheStatus, SnapshotCapture};
 use crate::snapshots::policy::{self, Due, HereFacts, ModelInputs, ModelNow, PodView};
 use crate::snapshots::{Managed, NodeFacts, TakeRequest};
@@ -21,9 +22,12 @@ impl Snapshots {
         m: &Managed,
         inputs: &ModelInputs<'_>,
         pods: Option<&[PodView]>,
-        nows: &BTreeMap<String, ModelNow>,
-        compile: &[CompileCacheStatus],
-        here: &HereFacts,
+        (nows, compile, here): (
+            &BTreeMap<String, ModelNow>,
+            &[CompileCacheStatus],
+            &HereFacts,
+        ),
+        share: Option<&ShareTarget>,
         now: Timestamp,
     ) -> SnapshotCapture {
         let model = inputs.model;
@@ -109,9 +113,22 @@ impl Snapshots {
         let managed = m.clone();
         let (model_name, uid) = (model.to_string(), pod.uid.clone());
         info!(%model, pod = %format!("{}/{}", pod.namespace, pod.name), %container, %why, "taking a snapshot");
+        let share = share.cloned();
         self.task = Some(tokio::spawn(async move {
-            let r = managed.take(&req).await;
-            (model_name, uid, r)
+            let result = managed.take(&req).await;
+            let push = match (&result, &share) {
+                (Ok(t), Some(target)) => {
+                    Some(super::share::push(&managed, &t.snapshot, target).await)
+                }
+                _ => None,
+            };
+            Outcome {
+                model: model_name,
+                from: uid,
+                pulled: false,
+                result,
+                push,
+            }
         }));
         status(
             "capturing",

@@ -123,7 +123,7 @@ impl Snapshots {
                 key_hash: r.key.hash(),
                 key: r.key.fields(),
                 image: r.meta.image.clone(),
-                pushed: None,
+                pushed: r.meta.pushed.clone(),
                 bytes: s.bytes(),
                 created: i64::try_from(r.meta.created_unix)
                     .ok()
