@@ -371,6 +371,74 @@ async fn capture_through_kubelet_and_cri_then_restore_in_new_pods() {
     assert!(key.image_digest.starts_with("sha256:"), "{key:?}");
     assert_eq!(key.model_commit, "test-commit");
 
+    // The managed verbs on this node: create (a model's snapshot, imported under the model's
+    // checkpoint image), list, restore-spec, delete.
+    let criu = criu_dir();
+    let here = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--here",
+            "-o",
+            "json",
+            "--snapshot-dir",
+            store.root().to_str().unwrap(),
+            "--cache-root",
+            w.work.path().to_str().unwrap(),
+            "--containerd-socket",
+            &socket,
+            "--containerd-root",
+            w.ctd.root().to_str().unwrap(),
+            "--containerd-config",
+            w.ctd.config_path().to_str().unwrap(),
+            "--criu-path",
+            criu.to_str().unwrap(),
+        ]);
+        tokio::task::block_in_place(|| common::coldctl(&all, Duration::from_secs(300)))
+    };
+    let run = here(&[
+        "snapshot",
+        "create",
+        "acme--m",
+        "--pod",
+        "default/original/counter",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let made = run.json();
+    let name = made["name"].as_str().unwrap().to_string();
+    let image = made["image"].as_str().unwrap().to_string();
+    assert!(
+        image.starts_with("localhost/coldstart-snapshot/acme--m:"),
+        "{made}"
+    );
+    let run = here(&["snapshot", "list"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let listed = run.json();
+    let rows = listed["snapshots"].as_array().unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).cloned().unwrap();
+    assert_eq!(row(&name)["restorable"], true, "{listed}");
+    assert_eq!(
+        row("via-coldctl")["image"],
+        "coldstart.test/snapshots/counter-checkpoint:via-coldctl"
+    );
+    assert_eq!(
+        row("via-cri")["restorable"],
+        false,
+        "not imported yet: {listed}"
+    );
+    let run = here(&["snapshot", "restore-spec", "acme--m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.json()["patch"]["spec"]["containers"][0]["image"],
+        image.as_str()
+    );
+    let run = here(&["snapshot", "delete", &name]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!store.root().join(&name).exists());
+    let listed = w.ctd.ctr_ns("k8s.io", &["images", "ls", "-q"]).unwrap();
+    assert!(!listed.lines().any(|l| l == image), "{listed}");
+    let run = here(&["snapshot", "restore-spec", "acme--m"]);
+    assert_eq!(run.code, 1, "nothing left to restore from: {run:?}");
+
     // Convert and import, pinned.
     let image_a = "coldstart.test/snapshots/counter-checkpoint:via-kubelet";
     let image_b = "coldstart.test/snapshots/counter-checkpoint:via-cri";

@@ -182,7 +182,9 @@ impl SnapshotStore {
         for entry in rd {
             let entry = entry.map_err(|e| Error::io("list", &self.root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if check_name(&name).is_err() || !fsx::is_real_dir(&entry.path())? {
+            // `file_type` does not follow a symlink: only real directories are snapshots.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if check_name(&name).is_err() || !is_dir {
                 continue;
             }
             if let Ok(snap) = self.get(&name) {

@@ -249,6 +249,12 @@ async fn capture(args: &CaptureArgs) -> Result<Output, CliError> {
                 .await
                 .with_context(|| format!("import of {image}"))?,
         );
+        // Recorded, so `snapshot list --here` and `delete` know the image.
+        let mut meta = got.snapshot.record.meta.clone();
+        meta.image = Some(image.clone());
+        store
+            .set_meta(&got.snapshot.record.name, &meta)
+            .context("recording the image")?;
     }
     let r = &got.snapshot.record;
     let doc = json!({

@@ -223,3 +223,64 @@ fn criu_version_from_the_log() {
     );
     assert_eq!(criu_version("nothing"), None);
 }
+
+#[test]
+fn the_store_lists_records_the_model_and_removes_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path().join("snapshots")).unwrap();
+    let meta = super::super::Meta {
+        model: "m".into(),
+        created_unix: 1_700_000_000,
+        compile_scope: Some("m-abc".into()),
+        image: None,
+        pushed: None,
+    };
+    let bytes = archive(|_| {}, "");
+    store
+        .ingest(
+            "m-1",
+            &bytes[..],
+            &Limits::default(),
+            &NodeFacts::default(),
+            &meta,
+        )
+        .unwrap();
+    store
+        .ingest(
+            "hand",
+            &bytes[..],
+            &Limits::default(),
+            &NodeFacts::default(),
+            &Default::default(),
+        )
+        .unwrap();
+    // A stage being written and a stray file are not snapshots.
+    std::fs::create_dir(store.root().join(".coldstart-snapshot-x")).unwrap();
+    std::fs::write(store.root().join("stray"), b"x").unwrap();
+    let names: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.record.name)
+        .collect();
+    assert_eq!(names, ["hand", "m-1"]);
+    let got = store.get("m-1").unwrap();
+    assert_eq!(got.record.meta, meta);
+    assert!(got.bytes() > 0);
+    // The record written by part 1 (no meta) still reads.
+    assert_eq!(store.get("hand").unwrap().record.meta, Default::default());
+    let mut with_image = meta.clone();
+    with_image.image = Some("localhost/coldstart-snapshot/m:h".into());
+    store.set_meta("m-1", &with_image).unwrap();
+    assert_eq!(store.get("m-1").unwrap().record.meta, with_image);
+    assert!(store.remove("m-1").unwrap());
+    assert!(!store.remove("m-1").unwrap());
+    assert!(store.get("m-1").is_err());
+    assert!(store.remove("../outside").is_err(), "names are checked");
+    let left: Vec<String> = std::fs::read_dir(store.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".coldstart-snapshot-x") && n != "stray")
+        .collect();
+    assert_eq!(left, ["hand"], "nothing half-removed is left");
+}

@@ -436,3 +436,59 @@ pub fn restore_patch(
         _ => json!({"spec": spec}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, hash: &str, created: i64, restorable: bool) -> SnapshotStatus {
+        SnapshotStatus {
+            name: name.into(),
+            model: "m".into(),
+            container: "vllm".into(),
+            key_hash: hash.into(),
+            created: k8s_openapi::jiff::Timestamp::from_second(created)
+                .ok()
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            restorable,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_hash_on_the_most_nodes_wins_and_unrestorable_ones_do_not_count() {
+        let rows = vec![
+            (Some("a".to_string()), status("s1", "old", 100, true)),
+            (Some("b".to_string()), status("s2", "old", 110, true)),
+            (Some("c".to_string()), status("s3", "new", 500, true)),
+            (Some("d".to_string()), status("s4", "new", 600, false)),
+            (Some("e".to_string()), status("s5", "other", 900, false)),
+        ];
+        let (hash, nodes, container) = pick(&rows).unwrap();
+        assert_eq!(hash, "old");
+        assert_eq!(nodes, ["a", "b"]);
+        assert_eq!(container, "vllm");
+        // A tie goes to the newest.
+        let tie = vec![rows[0].clone(), rows[2].clone()];
+        assert_eq!(pick(&tie).unwrap().0, "new");
+        assert!(pick(&rows[3..]).is_none());
+    }
+
+    #[test]
+    fn the_patch_requires_the_label_and_never_pulls() {
+        let label = snapshot_label_key("m").unwrap();
+        let p = restore_patch("m", &label, "abc", "vllm", "pod");
+        let term = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
+        assert_eq!(
+            term["matchExpressions"][0],
+            json!({"key": "coldstart.dev/snapshot.m", "operator": "In", "values": ["abc"]})
+        );
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["image"], "localhost/coldstart-snapshot/m:abc");
+        assert_eq!(c["imagePullPolicy"], "Never");
+        assert_eq!(c["name"], "vllm");
+        let d = restore_patch("m", &label, "abc", "vllm", "deployment");
+        assert_eq!(d["spec"]["template"]["spec"], p["spec"]);
+    }
+}
