@@ -1,6 +1,7 @@
 //! Support for the snapshot tests (tests/snapshots.rs, tests/cluster/snapshot.rs): the CRIU
 //! that `scripts/test-env.sh` unpacks, the static pause and counter images
 //! (scripts/spike/*.c), and reading what the counter logged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
