@@ -126,3 +126,26 @@ pub fn frozen_log(layer: &Path) -> Vec<String> {
     }
     panic!("no container.log in {}", layer.display());
 }
+
+/// The first count a restored counter logged after the `skip` lines of its frozen log,
+/// checked to go on from the checkpoint: containerd copies the log into the archive after
+/// CRIU's dump, with the container left running, so the log may end a tick or more past the
+/// frozen memory; the count resumes at most one past the log's `last`, and past `floor` (a
+/// count seen before the checkpoint). No second "loaded" line.
+pub fn assert_resumed(lines: &[String], last: u64, floor: u64) -> u64 {
+    let first: u64 = lines
+        .iter()
+        .find_map(|l| field(l, "count="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first > floor && first <= last + 1,
+        "the count did not go on from the checkpoint (log ended at {last}): {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("loaded")),
+        "the restored process loaded again: {lines:?}"
+    );
+    first
+}

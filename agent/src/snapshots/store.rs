@@ -84,6 +84,29 @@ impl Snapshot {
         self.dir.join(LAYER)
     }
 
+    /// What a ColdNode (or `coldctl snapshot list`) reports of it, with `verdict`: whether a
+    /// pod can restore from it here, or why not.
+    pub fn status(&self, verdict: Result<(), String>) -> crate::api::SnapshotStatus {
+        let r = &self.record;
+        crate::api::SnapshotStatus {
+            name: r.name.clone(),
+            model: r.meta.model.clone(),
+            container: r.container_name.clone(),
+            key_hash: r.key.hash(),
+            key: r.key.fields(),
+            image: r.meta.image.clone(),
+            pushed: r.meta.pushed.clone(),
+            bytes: self.bytes(),
+            created: i64::try_from(r.meta.created_unix)
+                .ok()
+                .filter(|t| *t > 0)
+                .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            restorable: verdict.is_ok(),
+            reason: verdict.err(),
+        }
+    }
+
     /// Bytes on disk (the layer and the record).
     pub fn bytes(&self) -> u64 {
         [LAYER, RECORD]

@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::{SnapshotView, Snapshots};
-use crate::api::{SnapshotPolicy, SnapshotStatus, snapshot_label_key};
+use crate::api::{SnapshotPolicy, snapshot_label_key};
 use crate::metrics::Metrics;
 use crate::snapshots::Managed;
 use crate::snapshots::Snapshot;
@@ -116,22 +114,7 @@ impl Snapshots {
                     reasons.insert(r.meta.model.clone(), why.clone());
                 }
             }
-            view.statuses.push(SnapshotStatus {
-                name: r.name.clone(),
-                model: r.meta.model.clone(),
-                container: r.container_name.clone(),
-                key_hash: r.key.hash(),
-                key: r.key.fields(),
-                image: r.meta.image.clone(),
-                pushed: r.meta.pushed.clone(),
-                bytes: s.bytes(),
-                created: i64::try_from(r.meta.created_unix)
-                    .ok()
-                    .and_then(|t| Timestamp::from_second(t).ok())
-                    .map(Time),
-                restorable: verdict.is_ok(),
-                reason: verdict.err(),
-            });
+            view.statuses.push(s.status(verdict));
         }
         view.labels = newest.into_iter().map(|(k, (_, h))| (k, h)).collect();
         for (model, hash) in &view.labels {

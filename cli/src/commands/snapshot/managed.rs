@@ -202,26 +202,13 @@ fn row_here(
     present: bool,
     cannot: Option<String>,
 ) -> SnapshotStatus {
-    let r = &s.record;
-    let reason =
-        cannot.or_else(|| (!present).then(|| "checkpoint image not in containerd".to_string()));
-    SnapshotStatus {
-        name: r.name.clone(),
-        model: r.meta.model.clone(),
-        container: r.container_name.clone(),
-        key_hash: r.key.hash(),
-        key: r.key.fields(),
-        image: r.meta.image.clone(),
-        pushed: None,
-        bytes: s.bytes(),
-        created: i64::try_from(r.meta.created_unix)
-            .ok()
-            .filter(|t| *t > 0)
-            .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
-            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-        restorable: reason.is_none(),
-        reason,
-    }
+    let verdict = match cannot
+        .or_else(|| (!present).then(|| "checkpoint image not in containerd".to_string()))
+    {
+        Some(why) => Err(why),
+        None => Ok(()),
+    };
+    s.status(verdict)
 }
 
 /// One row per (node, snapshot).
