@@ -175,6 +175,27 @@ const TABLE: &[Row] = &[
         0,
         None,
     ),
+    // snapshot (the managed verbs; capture and support: tests/snapshots.rs)
+    row(&["snapshot", "delete", "x"], Env::Cluster, 64, None),
+    row(
+        &["snapshot", "create", "org/x", "--pod", "a/b"],
+        Env::Cluster,
+        64,
+        None,
+    ),
+    row(
+        &["snapshot", "capture", "a/b/c", "--name", "n"],
+        Env::Cluster,
+        64,
+        None,
+    ),
+    row(
+        &["snapshot", "restore-spec", "org/x"],
+        Env::Cluster,
+        1,
+        Some("no_snapshot"),
+    ),
+    row(&["snapshot", "list"], Env::Cluster, 0, None),
     // completion, version
     row(&["completion", "bash"], Env::Cluster, 0, None),
     row(&["completion", "tcsh"], Env::Cluster, 64, None),

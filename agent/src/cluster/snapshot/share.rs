@@ -142,7 +142,9 @@ impl Snapshots {
                     })
             })
             .filter(|(_, _, key, digest, _)| {
-                !self.failed.contains_key(digest)
+                self.failed
+                    .get(digest)
+                    .is_none_or(|t| t.elapsed() >= super::RETRY_AFTER)
                     && policy::fits(key, support, here, now_model).is_ok()
             })
             .map(|(node, s, _, digest, reference)| Candidate {

@@ -16,6 +16,13 @@
 //!
 //! `--node` acts on this machine as `--here` does (a standalone agent runs no pods, so no
 //! policy: snapshots there are taken by hand).
+//!
+//! `-o json|yaml`: create (cluster) `{"model", "requestedAt"}`; create (`--here`) a snapshot
+//! row plus `{"manifestDigest", "checkpointSeconds"}`; list `{"snapshots": [row]}`, a row being
+//! `{"node" (cluster only), "name", "model", "container", "keyHash", "key", "image", "pushed",
+//! "bytes", "created", "restorable", "reason"}`; delete `{"name", "deleted", "image"}`;
+//! restore-spec `{"model", "keyHash", "nodes", "patch"}`, or `{"model", "patch": null,
+//! "outcome": "no_snapshot"}` with exit 1.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -365,7 +372,7 @@ pub async fn restore_spec(cli: &Cli, args: &RestoreSpecArgs) -> Result<Output, C
             code: crate::report::EXIT_FAILURE,
             kind: "no_snapshot",
             output: Output::line(
-                json!({"model": model, "patch": null}),
+                json!({"model": model, "patch": null, "outcome": "no_snapshot"}),
                 format!("no node offers a restorable snapshot of {model}: pods start normally"),
             ),
             errors: Vec::new(),
