@@ -525,3 +525,24 @@ async fn containerd_1_7_cannot_restore_and_says_why() {
         "{err}"
     );
 }
+
+/// The DaemonSet's case: the agent's image has no CRIU and no libraries, the host's root is
+/// mounted. The test env's CRIU tree (sid's, with its own glibc) stands for that host root:
+/// its binary cannot run on this filesystem, and is found and run through the root's loader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs scripts/test-env.sh (CRIU 4.2.1 unpacked)"]
+async fn a_host_criu_under_a_mounted_root_answers_through_the_roots_loader() {
+    let root = criu_dir().parent().unwrap().to_path_buf();
+    let bin = root.join("usr/sbin/criu");
+    let direct = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(
+        !direct.status.success(),
+        "{} runs directly here: this test would not exercise the loader",
+        bin.display()
+    );
+    let dirs = [PathBuf::from("/usr/local/sbin"), PathBuf::from("/usr/sbin")];
+    assert_eq!(
+        snapshots::criu::find(&dirs, Some(&root)).await.as_deref(),
+        Some("4.2.1")
+    );
+}

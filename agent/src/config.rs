@@ -158,6 +158,10 @@ pub struct RunArgs {
     /// `:`-separated [default: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin].
     #[arg(long, env = "COLDSTART_CRIU_PATH", value_name = "DIRS")]
     pub criu_path: Option<String>,
+    /// The host's root as the agent sees it (`/host` in the DaemonSet): `--criu-path` is
+    /// looked up under it, and a host CRIU is run through the host's dynamic loader.
+    #[arg(long, env = "COLDSTART_CRIU_ROOT", value_name = "DIR")]
+    pub criu_root: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -222,6 +226,8 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// See [`RunArgs::criu_path`].
     pub criu_path: Option<String>,
+    /// See [`RunArgs::criu_root`].
+    pub criu_root: Option<PathBuf>,
 }
 
 /// The validated configuration of the daemon.
@@ -285,6 +291,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Where `criu` is looked for.
     pub criu_search: Vec<PathBuf>,
+    /// The root `criu_search` is under.
+    pub criu_root: Option<PathBuf>,
 }
 
 /// Why the configuration was refused (exit code 64).
@@ -480,6 +488,7 @@ impl RunArgs {
                     .unwrap_or_else(|| crate::snapshots::runtime::DEFAULT_CRIU_SEARCH.into()),
             )
             .collect(),
+            criu_root: self.criu_root.or(file.criu_root),
         };
         cfg.validate()?;
         Ok(cfg)

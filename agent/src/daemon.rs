@@ -292,6 +292,7 @@ fn snapshots_runtime(cfg: &Config) -> crate::snapshots::RuntimeConfig {
     let mut rt = crate::snapshots::RuntimeConfig::new(cfg.containerd_socket.clone());
     rt.config_file = cfg.containerd_config.clone();
     rt.criu_search = cfg.criu_search.clone();
+    rt.criu_root = cfg.criu_root.clone();
     rt.containerd_root = Some(cfg.containerd_root.clone());
     rt
 }

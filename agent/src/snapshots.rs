@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod capture;
+pub mod criu;
 pub mod image;
 pub mod key;
 pub mod managed;

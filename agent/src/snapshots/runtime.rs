@@ -31,6 +31,10 @@ pub struct RuntimeConfig {
     pub snapshotter: String,
     /// Directories searched for `criu` (containerd's PATH, which is not ours to read).
     pub criu_search: Vec<PathBuf>,
+    /// The host's root as this process sees it (`/host` in the DaemonSet): the search
+    /// directories are looked up under it, and a host CRIU the agent's own filesystem cannot
+    /// run is run through the host's dynamic loader. `None`: this process's root.
+    pub criu_root: Option<PathBuf>,
     /// containerd's root as this process sees it; a checkpoint layer blob written there is made
     /// readable by root only (containerd writes blobs 0444). `None`: left as containerd made it.
     pub containerd_root: Option<PathBuf>,
@@ -46,6 +50,7 @@ impl RuntimeConfig {
             config_file: PathBuf::from("/etc/containerd/config.toml"),
             snapshotter: "overlayfs".to_string(),
             criu_search: std::env::split_paths(DEFAULT_CRIU_SEARCH).collect(),
+            criu_root: None,
             containerd_root: Some(PathBuf::from("/var/lib/containerd")),
             call_timeout: Duration::from_secs(30),
         }
@@ -126,7 +131,7 @@ impl ContainerdSnapshots {
         Ok(RestoreSupport {
             containerd: clean_version(&version),
             restore_via_create: switch,
-            criu: find_criu(&self.cfg.criu_search).await,
+            criu: super::criu::find(&self.cfg.criu_search, self.cfg.criu_root.as_deref()).await,
         })
     }
 
@@ -361,26 +366,6 @@ pub fn restore_switch(config: &str) -> Option<bool> {
         .get("io.containerd.cri.v1.runtime")?
         .get("enable_experimental_restore_via_create")?
         .as_bool()
-}
-
-/// The version of the first `criu` found in `dirs` (`criu --version`), bounded to 10 s.
-pub async fn find_criu(dirs: &[PathBuf]) -> Option<String> {
-    for dir in dirs {
-        let bin = dir.join("criu");
-        if !bin.is_file() {
-            continue;
-        }
-        let run = tokio::process::Command::new(&bin)
-            .arg("--version")
-            .kill_on_drop(true)
-            .output();
-        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(10), run).await
-            && let Some(v) = super::archive::criu_version(&String::from_utf8_lossy(&out.stdout))
-        {
-            return Some(v);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

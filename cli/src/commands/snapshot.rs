@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Directories searched for `criu` (containerd's PATH), `:`-separated.
     #[arg(long, value_name = "PATH", default_value = snapshots::runtime::DEFAULT_CRIU_SEARCH)]
     pub criu_path: String,
+    /// The host's root as this process sees it: --criu-path is looked up under it, and a host
+    /// CRIU is run through the host's dynamic loader (`/host` inside the agent's pod).
+    #[arg(long, value_name = "DIR")]
+    pub criu_root: Option<PathBuf>,
     /// containerd's root (the checkpoint layer's blob there is made readable by root only).
     #[arg(long, env = "COLDSTART_CONTAINERD_ROOT", default_value = coldstart_agent::config::DEFAULT_CONTAINERD_ROOT)]
     pub containerd_root: PathBuf,
@@ -76,6 +80,7 @@ impl NodeArgs {
         let mut cfg = RuntimeConfig::new(self.containerd_socket.clone());
         cfg.config_file = self.containerd_config.clone();
         cfg.criu_search = std::env::split_paths(&self.criu_path).collect();
+        cfg.criu_root = self.criu_root.clone();
         cfg.containerd_root = Some(self.containerd_root.clone());
         ContainerdSnapshots::new(cfg)
     }
