@@ -431,10 +431,39 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// SIGKILLs every process whose root filesystem is one of this daemon's snapshots (its
+    /// `/` mount in `/proc/PID/mountinfo` names a path under our root): the containers of its
+    /// pods, which outlive their killed shims (reparented to init) and would go on using CPU
+    /// after the test.
+    fn kill_containers(&self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let ours = format!("{}/", self.root.display());
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(info) = std::fs::read_to_string(e.path().join("mountinfo")) else {
+                continue;
+            };
+            let root_mount = info
+                .lines()
+                .find(|l| l.split(' ').nth(4) == Some("/"))
+                .unwrap_or("");
+            if root_mount.contains(&ours) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.kill9();
         self.kill_shims();
+        self.kill_containers();
         umount_all_under(&self.state);
         umount_all_under(&self.root);
         umount_all_under(self.tmp.path());
