@@ -372,7 +372,10 @@ fn a_pull_survives_a_containerd_restart_and_refetches_only_what_was_lost() {
         let child = spawn_warm(
             &ctd,
             "registry.coldstart.test/test/multi:v1",
+            // containerd's own pull resuming its ingests (the fallback path); the ranged
+            // fetch's resume is tests/ranged_fetch.rs's.
             &[
+                "--no-ranged-fetch",
                 "--stall-timeout",
                 "30",
                 "--attempts",

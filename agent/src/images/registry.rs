@@ -11,6 +11,7 @@ mod host;
 mod hosts;
 mod hosts_toml;
 mod manifest;
+pub mod ranged;
 #[cfg(test)]
 mod tests;
 mod token;
