@@ -145,6 +145,10 @@ pub struct ContainerdOpts {
     pub path_first: Option<PathBuf>,
     /// CRI's sandbox (pause) image (`pinned_images.sandbox`, 2.x only).
     pub sandbox_image: Option<String>,
+    /// The Transfer service's parallel layer fetch (2.1+ only): `max_concurrent_downloads`
+    /// and `concurrent_layer_fetch_buffer` (bytes per chunk) of
+    /// `[plugins."io.containerd.transfer.v1.local"]`, which `ctr image pull` uses on 2.x.
+    pub transfer_parallel: Option<(u32, u64)>,
     /// `restrict_oom_score_adj = true` and `enable_cdi = false` (2.x only): root here lacks
     /// CAP_SYS_RESOURCE, so a pod sandbox's oom_score_adj -998 cannot be set otherwise.
     pub run_pods: bool,
@@ -551,6 +555,11 @@ fn render_config(
             "\n[plugins.\"io.containerd.transfer.v1.local\"]\n  config_path = {}\n",
             toml_path(hosts_dir)
         ));
+        if let Some((downloads, chunk)) = opts.transfer_parallel {
+            c.push_str(&format!(
+                "  max_concurrent_downloads = {downloads}\n  concurrent_layer_fetch_buffer = {chunk}\n"
+            ));
+        }
     }
     c
 }
