@@ -6,7 +6,7 @@
 //! containerd committed.
 
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Event, Options, watched};
 use crate::images::{
@@ -32,6 +32,8 @@ pub struct FetchSummary {
 #[derive(Debug, Default)]
 pub(super) struct RangedStep {
     lease: Option<String>,
+    /// Leases replaced by a renewal, deleted with the current one.
+    stale: Vec<String>,
     finished: bool,
     started: Option<Instant>,
     summary: FetchSummary,
@@ -72,35 +74,45 @@ impl RangedStep {
             return Ok(());
         };
         self.started.get_or_insert_with(Instant::now);
-        let lease = match &self.lease {
-            Some(l) => l.clone(),
-            None => match images.create_lease(opts.fetch.lease_ttl).await {
-                Ok(Some(l)) => {
-                    self.lease = Some(l.clone());
-                    l
+        // A fetch still running at 90 % of the lease's life goes on under a new lease: its
+        // ingests join the new lease as they are reopened, before the old one expires.
+        let renew_after = opts.fetch.lease_ttl.mul_f64(0.9);
+        let outcome = loop {
+            let Some(lease) = self.lease(images, opts, on_event).await? else {
+                return Ok(());
+            };
+            on_event(Event::Fetching {
+                connections: opts.fetch.connections,
+            });
+            let progress = FetchProgress::default();
+            let fetch = images.fetch(image, auth, manifest, &lease, &opts.fetch, &progress);
+            let bounded = async {
+                match tokio::time::timeout(renew_after, fetch).await {
+                    Ok(res) => res.map(Some),
+                    Err(_) => Ok(None),
                 }
+            };
+            let res = watched(
+                bounded,
+                images,
+                image,
+                blobs,
+                opts,
+                on_event,
+                Some(&progress),
+            )
+            .await;
+            match res {
+                Ok(Some(outcome)) => break outcome,
                 Ok(None) => {
-                    self.fall_back("this runtime client does not fetch".into(), on_event);
-                    return Ok(());
+                    info!(%lease, "fetch outlives its lease; renewing");
+                    self.summary.bytes += progress.received();
+                    self.stale.extend(self.lease.take());
                 }
-                Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
-                    self.fall_back(format!("containerd refused a lease: {e}"), on_event);
-                    return Ok(());
+                    self.summary.bytes += progress.received();
+                    return Err(e);
                 }
-            },
-        };
-        on_event(Event::Fetching {
-            connections: opts.fetch.connections,
-        });
-        let progress = FetchProgress::default();
-        let fetch = images.fetch(image, auth, manifest, &lease, &opts.fetch, &progress);
-        let res = watched(fetch, images, image, blobs, opts, on_event, Some(&progress)).await;
-        let outcome = match res {
-            Ok(o) => o,
-            Err(e) => {
-                self.summary.bytes += progress.received();
-                return Err(e);
             }
         };
         match outcome {
@@ -121,6 +133,33 @@ impl RangedStep {
         Ok(())
     }
 
+    /// The fetch's lease, created when there is none; `None` when the fetch falls back.
+    async fn lease<I: Images>(
+        &mut self,
+        images: &I,
+        opts: &Options,
+        on_event: &mut impl FnMut(Event),
+    ) -> Result<Option<String>, Error> {
+        if let Some(l) = &self.lease {
+            return Ok(Some(l.clone()));
+        }
+        match images.create_lease(opts.fetch.lease_ttl).await {
+            Ok(Some(l)) => {
+                self.lease = Some(l.clone());
+                Ok(Some(l))
+            }
+            Ok(None) => {
+                self.fall_back("this runtime client does not fetch".into(), on_event);
+                Ok(None)
+            }
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                self.fall_back(format!("containerd refused a lease: {e}"), on_event);
+                Ok(None)
+            }
+        }
+    }
+
     fn fall_back(&mut self, why: String, on_event: &mut impl FnMut(Event)) {
         warn!(reason = %why, "ranged fetch off; containerd's pull fetches alone");
         self.finished = true;
@@ -131,10 +170,10 @@ impl RangedStep {
     /// Deletes the lease (once the image references the blobs); a failure only costs the
     /// lease's expiry.
     pub async fn release<I: Images>(&mut self, images: &I) {
-        if let Some(lease) = self.lease.take()
-            && let Err(e) = images.delete_lease(&lease).await
-        {
-            warn!(%lease, error = %e, "fetch lease not deleted; containerd drops it when it expires");
+        for lease in self.stale.drain(..).chain(self.lease.take()) {
+            if let Err(e) = images.delete_lease(&lease).await {
+                warn!(%lease, error = %e, "fetch lease not deleted; containerd drops it when it expires");
+            }
         }
     }
 }

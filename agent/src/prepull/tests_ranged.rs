@@ -100,3 +100,23 @@ async fn the_ranged_fetch_can_be_turned_off() {
     let st = fake.state();
     assert!(!st.calls.iter().any(|c| c == "fetch" || c == "create_lease"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fetch_outliving_its_lease_goes_on_under_a_new_one() {
+    let fake = Fake::new();
+    // 40 MiB at 1 MiB per 100 ms: 4 s, against a lease of 2 s renewed at 1.8 s.
+    fake.publish(IMG, &[40 << 20]);
+    fake.state().ranged = true;
+    let mut o = opts();
+    o.fetch.lease_ttl = Duration::from_secs(2);
+    let report = prepull(&fake, &image(), None, &o, |_| {}).await.unwrap();
+    assert_eq!(report.attempts, 1, "a renewal costs no attempt");
+    let st = fake.state();
+    assert!(st.leases_created >= 2, "{}", st.leases_created);
+    assert!(
+        st.leases.is_empty(),
+        "every lease released: {:?}",
+        st.leases
+    );
+    assert!(report.fetch.unwrap().fallback.is_none());
+}
