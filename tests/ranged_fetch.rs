@@ -261,6 +261,35 @@ fn a_registry_that_ignores_range_falls_back_to_the_cri_pull_and_says_so() {
 
 #[test]
 #[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
+fn a_containerd_whose_leases_api_refuses_falls_back_to_the_cri_pull() {
+    let env = TestEnv::load();
+    let s = setup(&[4 * MIB], 61, "test/nolease:v1");
+    let image = format!("{HOST}/test/nolease:v1");
+    for bin in all_versions(&env) {
+        // CRI keeps its own in-process leases; only the gRPC service is gone.
+        let ctd = Containerd::start(
+            bin,
+            ContainerdOpts {
+                hosts_dir: s.hosts.path().to_path_buf(),
+                disabled_plugins: vec!["io.containerd.grpc.v1.leases".to_owned()],
+                ..Default::default()
+            },
+        )
+        .expect("containerd starts");
+        let run = warm(&ctd, &image, RANGED, LONG);
+        assert_eq!(run.code, 0, "containerd {}: {run:?}", bin.version);
+        let doc = run.json();
+        let why = doc["image"]["fetch"]["fallback"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(why.contains("refused a lease"), "{}: {doc}", bin.version);
+        assert!(run.stderr.contains("ranged fetch off"), "{}", run.stderr);
+        assert_complete(&ctd);
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
 fn a_blob_whose_bytes_do_not_match_its_digest_is_never_committed() {
     let env = TestEnv::load();
     let s = setup(&[6 * MIB, MIB], 47, "test/corrupt:v1");
