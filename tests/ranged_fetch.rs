@@ -12,8 +12,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{cri_image_status, warm};
 use support::{
@@ -337,41 +336,6 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_never_committed() {
     }
 }
 
-/// Starts `coldctl warm` in the background.
-fn spawn_warm(ctd: &Containerd, image: &str, extra: &[&str]) -> std::process::Child {
-    Command::new(common::coldctl_bin())
-        .args(["warm", "--here", "--image", image])
-        .args(common::containerd_args(ctd))
-        .args(extra)
-        .env("COLDSTART_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn coldctl")
-}
-
-/// Waits (bounded) for `child` and returns its output.
-fn finish(child: std::process::Child) -> common::Run {
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        let deadline = Instant::now() + LONG;
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            if std::fs::metadata(format!("/proc/{pid}")).is_err() {
-                return;
-            }
-        }
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    });
-    let out = child.wait_with_output().expect("wait coldctl");
-    let _ = killer.join();
-    common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 #[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
 fn containerd_killed_mid_fetch_resumes_from_what_it_committed() {
@@ -385,7 +349,7 @@ fn containerd_killed_mid_fetch_resumes_from_what_it_committed() {
         s.proxy.set_rate_limit(Some(16 * MIB as u64));
         let mut args = RANGED.to_vec();
         args.extend(["--stall-timeout", "30", "--attempts", "10"]);
-        let child = spawn_warm(&ctd, &image, &args);
+        let child = common::spawn_warm(&ctd, &image, &args);
         support::wait_for("half the image through the registry", LONG, || {
             (s.proxy.bytes_down() > size / 2).then_some(())
         })
@@ -395,7 +359,7 @@ fn containerd_killed_mid_fetch_resumes_from_what_it_committed() {
         std::thread::sleep(Duration::from_millis(500));
         ctd.restart().expect("containerd restarts");
         s.proxy.set_rate_limit(None);
-        let run = finish(child);
+        let run = common::finish(child, LONG);
         assert_eq!(run.code, 0, "containerd {}: {run:?}", bin.version);
         let doc = run.json();
         assert!(doc["image"]["attempts"].as_u64().unwrap_or(0) >= 2, "{doc}");
@@ -434,7 +398,7 @@ fn what_a_crashed_fetch_leaves_is_collected_when_its_lease_expires() {
         s.proxy.set_rate_limit(Some(8 * MIB as u64));
         let mut args = RANGED.to_vec();
         args.extend(["--fetch-lease-ttl", "4"]);
-        let mut child = spawn_warm(&ctd, &image, &args);
+        let mut child = common::spawn_warm(&ctd, &image, &args);
         support::wait_for("a third of the image through", LONG, || {
             (s.proxy.bytes_down() > size / 3).then_some(())
         })
