@@ -42,6 +42,15 @@ fn request<T>(msg: T, lease: Option<&str>) -> Request<T> {
     req
 }
 
+/// A removal's answer: what is already gone counts as removed.
+fn gone_is_fine<T>(res: Result<T, tonic::Status>) -> Result<(), tonic::Status> {
+    match res {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(s),
+    }
+}
+
 /// Creates a lease in `k8s.io` that containerd collects `ttl` from now; returns its id.
 pub(super) async fn create_lease(
     channel: &Channel,
@@ -83,14 +92,11 @@ pub(super) async fn delete_lease(
         None,
     );
     req.set_timeout(timeout);
-    match ctd::leases_client::LeasesClient::new(channel.clone())
-        .delete(req)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-        Err(s) => Err(s),
-    }
+    gone_is_fine(
+        ctd::leases_client::LeasesClient::new(channel.clone())
+            .delete(req)
+            .await,
+    )
 }
 
 /// Whether blob `digest` is committed in `k8s.io`; when it is, adds it to `lease` so that it
@@ -146,14 +152,11 @@ pub(super) async fn abort(
         None,
     );
     req.set_timeout(timeout);
-    match ctd::content_client::ContentClient::new(channel.clone())
-        .abort(req)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-        Err(s) => Err(s),
-    }
+    gone_is_fine(
+        ctd::content_client::ContentClient::new(channel.clone())
+            .abort(req)
+            .await,
+    )
 }
 
 /// An open write of one blob: holds containerd's lock on the ingest until dropped.

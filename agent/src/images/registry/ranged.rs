@@ -145,6 +145,15 @@ impl BlobReader {
         Ok(data)
     }
 
+    /// The `Authorization` value requests carry now.
+    fn authorization(&self) -> Option<String> {
+        self.inner
+            .authorization
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
     async fn image(&self) -> String {
         self.inner.session.lock().await.image.to_string()
     }
@@ -179,12 +188,7 @@ impl BlobReader {
                     &format!("bytes={start}-{}", end - 1),
                 );
             }
-            let authorization = self
-                .inner
-                .authorization
-                .read()
-                .map(|a| a.clone())
-                .unwrap_or_default();
+            let authorization = self.authorization();
             let resp = {
                 let s = self.inner.session.lock().await;
                 let mut b = self.inner.http.request(req.method.clone(), req.url.clone());
@@ -208,12 +212,7 @@ impl BlobReader {
             challenged = true;
             let mut s = self.inner.session.lock().await;
             // Another reader may have earned a token meanwhile: use it rather than ask again.
-            let current = self
-                .inner
-                .authorization
-                .read()
-                .map(|a| a.clone())
-                .unwrap_or_default();
+            let current = self.authorization();
             if current == authorization {
                 let fresh = s.authorize(&resp).await?;
                 s.authorization = Some(fresh.clone());
