@@ -25,7 +25,10 @@ const LONG: Duration = Duration::from_secs(300);
 const HOST: &str = "registry.coldstart.test";
 
 /// Small ranges and buffer so that even test-sized layers are fetched as many ranges.
+/// Loopback is not capped per connection: the speed fallback is off here.
 const RANGED: &[&str] = &[
+    "--fetch-fast-mbps",
+    "0",
     "--fetch-chunk-mib",
     "2",
     "--fetch-buffer-mib",

@@ -26,6 +26,10 @@ pub struct FetchOptions {
     pub chunk_bytes: u64,
     /// Bytes held in memory at most: ranges in flight plus ranges waiting for an earlier one.
     pub buffer_bytes: u64,
+    /// A first range moving at least this many bytes per second over one connection means the
+    /// registry does not cap connections: containerd's own pull (in-process writes) is then
+    /// faster than ranges through the Content API, and the fetch falls back. 0: never.
+    pub fast_bytes_per_sec: u64,
     /// Expiry of the containerd lease holding the fetched blobs until the CRI pull references
     /// them (`containerd.io/gc.expire`): what a crashed agent leaves is collected after it.
     pub lease_ttl: Duration,
@@ -38,6 +42,7 @@ impl Default for FetchOptions {
             connections: 8,
             chunk_bytes: 8 << 20,
             buffer_bytes: 128 << 20,
+            fast_bytes_per_sec: 200_000_000,
             lease_ttl: Duration::from_secs(6 * 3600),
         }
     }

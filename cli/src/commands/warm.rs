@@ -114,6 +114,10 @@ pub struct Args {
     /// written in order.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384), help_heading = IMAGE)]
     pub fetch_buffer_mib: u64,
+    /// Fall back to containerd's own pull when one connection to the registry already moves
+    /// this many MB/s (the registry does not cap connections; 0: never).
+    #[arg(long, default_value_t = 200, help_heading = IMAGE)]
+    pub fetch_fast_mbps: u64,
     /// Seconds until containerd collects what an interrupted ranged fetch left (lease expiry).
     #[arg(long, default_value_t = 21600, value_parser = clap::value_parser!(u64).range(1..), help_heading = IMAGE)]
     pub fetch_lease_ttl: u64,

@@ -86,7 +86,7 @@ impl Fetch<'_> {
         auth: Option<&RegistryAuth>,
         manifest: &ImageManifest,
     ) -> Result<FetchOutcome, Stop> {
-        let (pending, ingests) = self.open_ingests(manifest).await?;
+        let (mut pending, mut ingests) = self.open_ingests(manifest).await?;
         if pending.is_empty() {
             return Ok(FetchOutcome::Fetched {
                 blobs: 0,
@@ -103,6 +103,7 @@ impl Fetch<'_> {
         }
         let reader = repo.blob_reader(self.read_timeout)?;
         let resumed = pending.iter().map(|p| p.offset).sum();
+        self.probe(&reader, &mut pending, &mut ingests).await?;
         let ranges = plan(&pending, self.opts.chunk_bytes);
         let budget = Arc::new(Semaphore::new(
             usize::try_from(self.opts.buffer_bytes).unwrap_or(usize::MAX >> 4),
@@ -156,6 +157,52 @@ impl Fetch<'_> {
             bytes: self.progress.received(),
             resumed,
         })
+    }
+
+    /// Reads the next range of the largest blob over one connection and writes it. When the
+    /// registry does not honour `Range`, or one connection alone is at least as fast as
+    /// `fast_bytes_per_sec` (the registry does not cap connections: containerd's own pull,
+    /// which writes its content store in-process, is then faster than the Content API),
+    /// stops with a fallback; the range written stays for containerd's pull to resume.
+    async fn probe(
+        &self,
+        reader: &BlobReader,
+        pending: &mut [Pending],
+        ingests: &mut [Ingest],
+    ) -> Result<(), Stop> {
+        let Some(i) = (0..pending.len())
+            .filter(|&i| pending[i].blob.size - pending[i].offset > self.opts.chunk_bytes)
+            .max_by_key(|&i| pending[i].blob.size)
+        else {
+            return Ok(());
+        };
+        let p = &mut pending[i];
+        let range = Range {
+            index: i,
+            start: p.offset,
+            end: p.offset + self.opts.chunk_bytes,
+        };
+        let started = tokio::time::Instant::now();
+        let data = read_range(reader, &p.blob, range, self.progress).await?;
+        let seconds = started.elapsed().as_secs_f64().max(1e-6);
+        let len = data.len() as u64;
+        let res = ingests[i].write(data).await;
+        self.progress.written(len);
+        res.map_err(|s| rpc(self.socket, "content write", s))?;
+        p.offset += len;
+        let rate = len as f64 / seconds;
+        debug!(rate_mbps = rate / 1e6, "one connection's rate");
+        let fast = self.opts.fast_bytes_per_sec;
+        if fast > 0 && rate >= fast as f64 {
+            return Err(Stop::Fallback(format!(
+                "one connection to {} moved {:.0} MB/s (at least {:.0} MB/s: the registry does \
+                 not cap connections, and containerd's own pull is faster then)",
+                reader.origin(),
+                rate / 1e6,
+                fast as f64 / 1e6
+            )));
+        }
+        Ok(())
     }
 
     /// The blobs to fetch, each with its open ingest; blobs already committed are added to

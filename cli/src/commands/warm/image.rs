@@ -35,6 +35,7 @@ fn fetch_options(args: &Args) -> FetchOptions {
         connections: usize::try_from(args.fetch_connections).unwrap_or(1),
         chunk_bytes: args.fetch_chunk_mib << 20,
         buffer_bytes: args.fetch_buffer_mib << 20,
+        fast_bytes_per_sec: args.fetch_fast_mbps.saturating_mul(1_000_000),
         lease_ttl: Duration::from_secs(args.fetch_lease_ttl),
     }
 }
