@@ -33,12 +33,10 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use pull_common::{clean, median, snapshots, target_dir};
+use pull_common::{HOST, clean, median, snapshots, target_dir};
 use support::{Containerd, ContainerdOpts, OciLayout, Registry, TestEnv};
 
 const MIB: u64 = 1 << 20;
-/// The name the image is pulled by; hosts.toml maps it to the loopback registry.
-const HOST: &str = "registry.coldstart.test";
 const REPO_TAG: &str = "bench/img:v1";
 /// Bound on one pull (either tool).
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -145,13 +143,7 @@ struct Sample {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pull_common::exit(run())
 }
 
 fn run() -> anyhow::Result<()> {

@@ -5,12 +5,26 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::support::{self, Containerd};
+
+/// The name images are pulled by; hosts.toml maps it to the loopback registry.
+pub const HOST: &str = "registry.coldstart.test";
+
+/// A bench's exit: success, or its error with causes on one line.
+pub fn exit(res: anyhow::Result<()>) -> ExitCode {
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Bound on containerd's garbage collection after a removal.
 const GC_TIMEOUT: Duration = Duration::from_secs(120);

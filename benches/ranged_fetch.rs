@@ -34,11 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use pull_common::{clean, snapshots, target_dir};
+use pull_common::{HOST, clean, snapshots, target_dir};
 use support::{Containerd, ContainerdBin, ContainerdOpts, CountingProxy, Registry, TestEnv};
 
 const MIB: u64 = 1 << 20;
-const HOST: &str = "registry.coldstart.test";
 const REPO_TAG: &str = "bench/vllm:v1";
 /// The small layers beside the big one (MiB).
 const SMALL_MIB: [u64; 3] = [64, 32, 16];
@@ -117,13 +116,7 @@ struct Sample {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pull_common::exit(run())
 }
 
 fn run() -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use super::K8S_NAMESPACE;
+use super::{K8S_NAMESPACE, in_k8s_namespace};
 use crate::images::Blob;
 
 /// Label that makes containerd's garbage collector drop a lease after the given time.
@@ -27,16 +27,15 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// Write messages queued ahead of containerd's acknowledgements.
 const PIPELINE: usize = 4;
 
-/// `msg` in namespace `k8s.io`, under `lease` when given.
-fn request<T>(msg: T, lease: Option<&str>) -> Request<T> {
+/// `msg` in namespace `k8s.io` under `lease`, with no deadline (a long write stream; the
+/// caller's stall rule watches it).
+fn request<T>(msg: T, lease: &str) -> Request<T> {
     let mut req = Request::new(msg);
     req.metadata_mut().insert(
         "containerd-namespace",
         tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
     );
-    if let Some(lease) = lease
-        && let Ok(v) = lease.parse()
-    {
+    if let Ok(v) = lease.parse() {
         req.metadata_mut().insert("containerd-lease", v);
     }
     req
@@ -61,14 +60,13 @@ pub(super) async fn create_lease(
     let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::from_hours(24));
     let expire = now.saturating_add(ttl).unwrap_or(now);
     let id = format!("coldstart.dev/fetch-{}", now.as_nanosecond());
-    let mut req = request(
+    let req = in_k8s_namespace(
         ctd::CreateRequest {
             id,
             labels: [(EXPIRE_LABEL.to_owned(), expire.to_string())].into(),
         },
-        None,
+        timeout,
     );
-    req.set_timeout(timeout);
     let resp = ctd::leases_client::LeasesClient::new(channel.clone())
         .create(req)
         .await?;
@@ -84,14 +82,13 @@ pub(super) async fn delete_lease(
     id: &str,
     timeout: Duration,
 ) -> Result<(), tonic::Status> {
-    let mut req = request(
+    let req = in_k8s_namespace(
         ctd::DeleteRequest {
             id: id.to_owned(),
             sync: false,
         },
-        None,
+        timeout,
     );
-    req.set_timeout(timeout);
     gone_is_fine(
         ctd::leases_client::LeasesClient::new(channel.clone())
             .delete(req)
@@ -107,13 +104,12 @@ pub(super) async fn present(
     digest: &str,
     timeout: Duration,
 ) -> Result<bool, tonic::Status> {
-    let mut req = request(
+    let req = in_k8s_namespace(
         ctd::InfoRequest {
             digest: digest.to_owned(),
         },
-        None,
+        timeout,
     );
-    req.set_timeout(timeout);
     match ctd::content_client::ContentClient::new(channel.clone())
         .info(req)
         .await
@@ -122,7 +118,7 @@ pub(super) async fn present(
         Err(s) if s.code() == tonic::Code::NotFound => return Ok(false),
         Err(s) => return Err(s),
     }
-    let mut req = request(
+    let req = in_k8s_namespace(
         ctd::AddResourceRequest {
             id: lease.to_owned(),
             resource: Some(ctd::Resource {
@@ -130,9 +126,8 @@ pub(super) async fn present(
                 r#type: "content".to_owned(),
             }),
         },
-        None,
+        timeout,
     );
-    req.set_timeout(timeout);
     ctd::leases_client::LeasesClient::new(channel.clone())
         .add_resource(req)
         .await?;
@@ -145,13 +140,12 @@ pub(super) async fn abort(
     reference: &str,
     timeout: Duration,
 ) -> Result<(), tonic::Status> {
-    let mut req = request(
+    let req = in_k8s_namespace(
         ctd::AbortRequest {
             r#ref: reference.to_owned(),
         },
-        None,
+        timeout,
     );
-    req.set_timeout(timeout);
     gone_is_fine(
         ctd::content_client::ContentClient::new(channel.clone())
             .abort(req)
@@ -197,7 +191,7 @@ impl Ingest {
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let mut responses = ctd::content_client::ContentClient::new(channel.clone())
             .max_decoding_message_size(1 << 20)
-            .write(request(stream, Some(lease)))
+            .write(request(stream, lease))
             .await?
             .into_inner();
         let stat = responses
