@@ -76,6 +76,17 @@ impl Repository {
     }
 }
 
+/// The first byte a `206` answer says it holds (`Content-Range: bytes START-END/TOTAL`).
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let value = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = value.trim().strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
 impl BlobReader {
     /// `scheme://host` of the registry or mirror read from, for messages.
     pub fn origin(&self) -> &str {
@@ -116,6 +127,13 @@ impl BlobReader {
                 &format!("blobs/{}", blob.digest),
             )?;
             return Err(session.status_error(status, &url, &body).into());
+        }
+        if !whole && content_range_start(&resp) != Some(start) {
+            return Err(Error::Registry(format!(
+                "blob {} from {}: a ranged answer not starting at offset {start}, refused",
+                blob.digest, self.inner.origin
+            ))
+            .into());
         }
         let len = end - start;
         let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
