@@ -24,24 +24,22 @@
 #[allow(clippy::expect_used)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod pull_common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use pull_common::{HOST, clean, median, snapshots, target_dir};
 use support::{Containerd, ContainerdOpts, OciLayout, Registry, TestEnv};
 
 const MIB: u64 = 1 << 20;
-/// The name the image is pulled by; hosts.toml maps it to the loopback registry.
-const HOST: &str = "registry.coldstart.test";
 const REPO_TAG: &str = "bench/img:v1";
 /// Bound on one pull (either tool).
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
-/// Bound on containerd's garbage collection after a removal.
-const GC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Bench options, read once here.
 #[derive(Debug, Clone)]
@@ -145,13 +143,7 @@ struct Sample {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pull_common::exit(run())
 }
 
 fn run() -> anyhow::Result<()> {
@@ -197,15 +189,6 @@ fn run() -> anyhow::Result<()> {
     let samples = bench.alternate()?;
     report(&samples, layout.compressed_size);
     Ok(())
-}
-
-/// `target/` (the bench runs as `target/<profile>/deps/prepull-<hash>`).
-fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .context("bench executable has no target dir")
 }
 
 /// The image's OCI layout, built once per (size, layers, seed) and reused.
@@ -284,7 +267,7 @@ impl Bench<'_> {
                 [Tool::Ctr, Tool::Ours]
             };
             for tool in order {
-                self.clean()?;
+                clean(self.ctd)?;
                 let s = self.pull(tool, round, warmup)?;
                 self.check_unpacked(tool)?;
                 println!(
@@ -362,8 +345,7 @@ impl Bench<'_> {
             tool.name(),
             self.image()
         );
-        let committed = self
-            .snapshots()?
+        let committed = snapshots(self.ctd)?
             .iter()
             .filter(|l| l.contains("Committed"))
             .count();
@@ -374,76 +356,6 @@ impl Bench<'_> {
             self.cfg.layers
         );
         Ok(())
-    }
-
-    /// Rows of `ctr snapshots ls` (default snapshotter, overlayfs), header dropped.
-    fn snapshots(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self
-            .ctd
-            .ctr(&["snapshots", "ls"])?
-            .lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect())
-    }
-
-    /// Removes every image (synchronous GC), any lease left, then waits until the content
-    /// store, the ingests and the snapshots are empty, and flushes writeback.
-    fn clean(&self) -> anyhow::Result<()> {
-        let root = self.ctd.root();
-        let dirs = [
-            root.join("io.containerd.content.v1.content/blobs/sha256"),
-            root.join("io.containerd.content.v1.content/ingest"),
-            root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
-        ];
-        // Removal is repeated until everything is collected: CRI adds its own refs of a
-        // freshly pulled image (`sha256:<config>`) from containerd's event stream, which can
-        // land after a first `images rm` and would keep the content alive.
-        support::wait_for("content and snapshots to be collected", GC_TIMEOUT, || {
-            if self.remove_all().is_err() {
-                return None;
-            }
-            let files_gone = dirs.iter().all(|d| is_empty_dir(d));
-            let snaps_gone = self.snapshots().is_ok_and(|s| s.is_empty());
-            (files_gone && snaps_gone).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "left after removal: {:?}",
-                dirs.iter().filter(|d| !is_empty_dir(d)).collect::<Vec<_>>()
-            )
-        })?;
-        support::run_checked(&mut Command::new("sync"), Duration::from_secs(120))?;
-        Ok(())
-    }
-}
-
-impl Bench<'_> {
-    /// Removes every image record and lease in namespace `k8s.io` (synchronous GC).
-    fn remove_all(&self) -> anyhow::Result<()> {
-        let names = self.ctd.image_names()?;
-        if !names.is_empty() {
-            let mut args = vec!["images", "rm", "--sync"];
-            args.extend(names.iter().map(String::as_str));
-            self.ctd.ctr(&args)?;
-        }
-        let leases = self.ctd.ctr(&["leases", "ls", "-q"])?;
-        let leases: Vec<&str> = leases.split_whitespace().collect();
-        if !leases.is_empty() {
-            let mut args = vec!["leases", "rm", "--sync"];
-            args.extend(leases);
-            self.ctd.ctr(&args)?;
-        }
-        Ok(())
-    }
-}
-
-/// Empty or absent.
-fn is_empty_dir(d: &Path) -> bool {
-    match std::fs::read_dir(d) {
-        Ok(mut it) => it.next().is_none(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
@@ -457,16 +369,6 @@ fn ours_seconds(stdout: &[u8]) -> anyhow::Result<f64> {
     doc["image"]["seconds"]
         .as_f64()
         .context("no image.seconds in coldctl's output")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// The table, and the median of the per-round ratios ours/ctr.

@@ -10,8 +10,7 @@ mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{cri_image_status, warm};
 use support::{
@@ -319,40 +318,6 @@ fn a_containerd_root_on_a_tiny_filesystem_fails_the_disk_check() {
     assert_eq!(used, 0, "no blob fetched");
 }
 
-/// Starts `coldctl warm` in the background with its output captured.
-fn spawn_warm(ctd: &Containerd, image: &str, extra: &[&str]) -> std::process::Child {
-    Command::new(common::coldctl_bin())
-        .args(["warm", "--here", "--image", image])
-        .args(common::containerd_args(ctd))
-        .args(extra)
-        .args(["-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn coldctl")
-}
-
-fn finish(child: std::process::Child, timeout: Duration) -> common::Run {
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            if std::fs::metadata(format!("/proc/{pid}")).is_err() {
-                return;
-            }
-        }
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    });
-    let out = child.wait_with_output().expect("wait coldctl");
-    let _ = killer.join();
-    common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 #[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
 fn a_pull_survives_a_containerd_restart_and_refetches_only_what_was_lost() {
@@ -369,16 +334,21 @@ fn a_pull_survives_a_containerd_restart_and_refetches_only_what_was_lost() {
         let mut ctd = start(bin, hosts.path(), None);
         proxy.reset();
         proxy.set_rate_limit(Some(12 * MIB as u64));
-        let child = spawn_warm(
+        let child = common::spawn_warm(
             &ctd,
             "registry.coldstart.test/test/multi:v1",
+            // containerd's own pull resuming its ingests (the fallback path); the ranged
+            // fetch's resume is tests/ranged_fetch.rs's.
             &[
+                "--no-ranged-fetch",
                 "--stall-timeout",
                 "30",
                 "--attempts",
                 "10",
                 "--margin-mib",
                 "1",
+                "-o",
+                "json",
             ],
         );
         support::wait_for("half the image through the registry", LONG, || {
@@ -390,7 +360,7 @@ fn a_pull_survives_a_containerd_restart_and_refetches_only_what_was_lost() {
         std::thread::sleep(Duration::from_millis(500));
         ctd.restart().expect("containerd restarts");
         proxy.set_rate_limit(None);
-        let run = finish(child, LONG);
+        let run = common::finish(child, LONG);
         assert_eq!(run.code, 0, "containerd {}: {run:?}", bin.version);
         let doc = run.json();
         let attempts = doc["image"]["attempts"].as_u64().unwrap_or(0);
@@ -427,7 +397,7 @@ fn a_stalled_pull_is_cancelled_and_retried() {
     write_hosts_toml(hosts.path(), "registry.coldstart.test", &proxy.url(), None);
     let ctd = start(env.newest(), hosts.path(), None);
     proxy.set_rate_limit(Some(4 * MIB as u64));
-    let child = spawn_warm(
+    let child = common::spawn_warm(
         &ctd,
         "registry.coldstart.test/test/stall:v1",
         &[
@@ -437,6 +407,8 @@ fn a_stalled_pull_is_cancelled_and_retried() {
             "5",
             "--margin-mib",
             "1",
+            "-o",
+            "json",
         ],
     );
     support::wait_for("some bytes through", LONG, || {
@@ -450,7 +422,7 @@ fn a_stalled_pull_is_cancelled_and_retried() {
     // 20 s: on a loaded machine containerd takes a while to drain those buffers.
     std::thread::sleep(Duration::from_secs(20));
     proxy.set_rate_limit(None);
-    let run = finish(child, LONG);
+    let run = common::finish(child, LONG);
     assert_eq!(run.code, 0, "{run:?}");
     let doc = run.json();
     assert!(doc["image"]["attempts"].as_u64().unwrap_or(0) >= 2, "{doc}");

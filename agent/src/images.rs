@@ -11,6 +11,7 @@ use std::future::Future;
 pub mod auth;
 mod containerd;
 pub mod fake;
+pub mod fetch;
 pub mod reference;
 pub mod registry;
 
@@ -20,6 +21,7 @@ pub use auth::{DockerConfig, RegistryAuth};
 pub use containerd::{ContainerdConfig, ContainerdImages};
 pub(crate) use containerd::{channel, clean_version, in_k8s_namespace, version_at_least};
 pub use fake::Fake;
+pub use fetch::{FetchOptions, FetchOutcome, FetchProgress};
 pub use reference::ImageRef;
 pub use registry::{Blob, ImageManifest, RegistryClient};
 
@@ -294,6 +296,42 @@ pub trait Images: Send + Sync {
 
     /// Remove the image (CRI RemoveImage; content is then garbage collected).
     fn remove(&self, image: &ImageRef) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Creates a lease holding what a ranged fetch writes until `ttl` from now
+    /// (`containerd.io/gc.expire`); `None` when this client never fetches by itself.
+    fn create_lease(
+        &self,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send {
+        let _ = ttl;
+        async { Ok(None) }
+    }
+
+    /// Deletes lease `id` (blobs an image references stay).
+    fn delete_lease(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = id;
+        async { Ok(()) }
+    }
+
+    /// Fetches the blobs of `manifest` the content store lacks, as parallel ranges, under
+    /// `lease`; bytes received and not yet written are counted in `progress`. A runtime or
+    /// registry that cannot take part answers [`FetchOutcome::Fallback`] with the reason.
+    fn fetch(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        manifest: &ImageManifest,
+        lease: &str,
+        opts: &FetchOptions,
+        progress: &FetchProgress,
+    ) -> impl Future<Output = Result<FetchOutcome, Error>> + Send {
+        let _ = (image, auth, manifest, lease, opts, progress);
+        async {
+            Ok(FetchOutcome::Fallback(
+                "this runtime client does not fetch by itself".to_owned(),
+            ))
+        }
+    }
 
     /// A registry client that reaches registries as this runtime does (its `hosts.toml`
     /// directory), for artifacts beside images (compile caches).

@@ -8,7 +8,8 @@
 //! pull, watched by a stall detector that cancels and retries with backoff when no byte moves
 //! or when fewer bytes than a floor move over a window (a registry dripping a byte every few
 //! seconds is as stuck as a silent one); then the pin label and a final check of presence,
-//! unpack state and pin.
+//! unpack state and pin. Before the CRI pull, the missing blobs are fetched as parallel ranges
+//! ([`ranged`]), under the same stall rule and retries; the CRI pull then only unpacks.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,9 +19,13 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::images::{
-    Error, ImageManifest, ImageRef, ImageState, Images, PullProgress, RegistryAuth, RuntimeInfo,
+    Error, FetchOptions, FetchProgress, ImageManifest, ImageRef, ImageState, Images, PullProgress,
+    RegistryAuth, RuntimeInfo,
 };
 use crate::rate_floor::RateFloor;
+
+mod ranged;
+pub use ranged::FetchSummary;
 
 /// How many times (100 ms apart) CRI's view of the pin is re-read before giving up.
 const CRI_PIN_POLLS: u32 = 50;
@@ -47,6 +52,8 @@ pub struct Options {
     pub unpack_ratio: f64,
     /// CRI runtime handler (e.g. `nvidia`), for runtimes that pull per handler.
     pub runtime_handler: Option<String>,
+    /// The parallel ranged fetch before the CRI pull.
+    pub fetch: FetchOptions,
 }
 
 impl Default for Options {
@@ -61,6 +68,7 @@ impl Default for Options {
             margin_bytes: 1 << 30,
             unpack_ratio: 2.5,
             runtime_handler: None,
+            fetch: FetchOptions::default(),
         }
     }
 }
@@ -81,6 +89,15 @@ pub enum Event {
     Unresolved(String),
     /// Pull attempt `n` (1-based) started.
     Pulling(u32),
+    /// The ranged fetch (re)started over this many connections.
+    Fetching {
+        /// Connections to the registry.
+        connections: usize,
+    },
+    /// Every blob is in the content store; the CRI pull unpacks.
+    Fetched(FetchSummary),
+    /// The ranged fetch is off for this pull (why); containerd's pull fetches alone.
+    Fallback(String),
     /// Bytes moved.
     Progress(PullProgress),
     /// An attempt failed; the next starts after `backoff`.
@@ -109,6 +126,8 @@ pub struct Report {
     pub compressed_bytes: Option<u64>,
     /// Pull attempts made (0 when the image was already present by digest).
     pub attempts: u32,
+    /// What the ranged fetch did, when it ran.
+    pub fetch: Option<FetchSummary>,
     /// Final state, present, unpacked and pin-labelled.
     pub state: ImageState,
     /// Warnings worth an operator's eye (e.g. a runtime that ignores pins).
@@ -152,12 +171,26 @@ pub async fn prepull<I: Images>(
     };
     let existing = images.status(image).await?;
     let present = existing.as_ref().is_some_and(|s| s.unpacked);
+    let mut step = ranged::RangedStep::new(opts.fetch.enabled);
     let attempts = if present && image.digest().is_some() {
         // Content-addressed and complete: nothing in the registry can change it.
         0
     } else {
         check_disk(images, image, &runtime, manifest.as_ref(), present, opts).await?;
-        pull_with_retries(images, image, auth, manifest.as_ref(), opts, &mut on_event).await?
+        let pulled = pull_with_retries(
+            images,
+            image,
+            auth,
+            manifest.as_ref(),
+            opts,
+            &mut step,
+            &mut on_event,
+        )
+        .await?;
+        // The image references every blob now; a failed pull keeps the lease until it
+        // expires, so that a later attempt resumes what was fetched.
+        step.release(images).await;
+        pulled
     };
     on_event(Event::Pinning);
     let state = pin_and_check(images, image, runtime.honours_pin).await?;
@@ -167,6 +200,7 @@ pub async fn prepull<I: Images>(
         manifest_digest: manifest.as_ref().map(|m| m.digest.clone()),
         compressed_bytes: manifest.as_ref().map(ImageManifest::compressed_size),
         attempts,
+        fetch: step.summary(),
         state,
         warnings,
         seconds: started.elapsed().as_secs_f64(),
@@ -237,6 +271,7 @@ async fn pull_with_retries<I: Images>(
     auth: Option<&RegistryAuth>,
     manifest: Option<&ImageManifest>,
     opts: &Options,
+    step: &mut ranged::RangedStep,
     on_event: &mut impl FnMut(Event),
 ) -> Result<u32, Error> {
     let blobs = manifest.map(ImageManifest::blobs).unwrap_or_default();
@@ -244,7 +279,16 @@ async fn pull_with_retries<I: Images>(
     loop {
         attempt += 1;
         on_event(Event::Pulling(attempt));
-        let result = pull_watched(images, image, auth, &blobs, opts, on_event).await;
+        let result = match step
+            .run(images, image, auth, manifest, &blobs, opts, on_event)
+            .await
+        {
+            Ok(()) => {
+                let pull = images.pull(image, auth, opts.runtime_handler.as_deref());
+                watched(pull, images, image, &blobs, opts, on_event, None).await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(id) => {
                 info!(%image, %id, attempt, "pulled");
@@ -265,18 +309,19 @@ async fn pull_with_retries<I: Images>(
     }
 }
 
-/// One pull attempt under the stall detector: cancelled (by dropping the pull) when no byte
-/// moved for `stall_timeout`, or fewer than `min_rate_bytes` in a `min_rate_window`, while
-/// blobs were still missing.
-async fn pull_watched<I: Images>(
+/// One fetch or pull attempt under the stall detector: cancelled (by dropping it) when no
+/// byte moved for `stall_timeout`, or fewer than `min_rate_bytes` in a `min_rate_window`,
+/// while blobs were still missing. Bytes a ranged fetch holds before writing them (`fetched`)
+/// count as moved.
+async fn watched<I: Images, T>(
+    pull: impl std::future::Future<Output = Result<T, Error>>,
     images: &I,
     image: &ImageRef,
-    auth: Option<&RegistryAuth>,
     blobs: &[crate::images::Blob],
     opts: &Options,
     on_event: &mut impl FnMut(Event),
-) -> Result<String, Error> {
-    let pull = images.pull(image, auth, opts.runtime_handler.as_deref());
+    fetched: Option<&FetchProgress>,
+) -> Result<T, Error> {
     tokio::pin!(pull);
     let mut ticker = tokio::time::interval(opts.progress_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -289,7 +334,10 @@ async fn pull_watched<I: Images>(
             res = &mut pull => return res,
             _ = ticker.tick() => {
                 // containerd may be restarting; the pull itself reports that.
-                let Ok(p) = images.progress(blobs).await else { continue };
+                let Ok(mut p) = images.progress(blobs).await else { continue };
+                if let Some(f) = fetched {
+                    p.done = (p.done + f.buffered()).min(p.total.max(p.done));
+                }
                 let key = (p.done, p.active.iter().map(|b| b.done).collect::<Vec<_>>());
                 if last.as_ref() != Some(&key) {
                     last = Some(key);
@@ -367,3 +415,5 @@ async fn pin_and_check<I: Images>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ranged;

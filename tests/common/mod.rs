@@ -112,6 +112,45 @@ pub fn warm(
     coldctl(&args, timeout)
 }
 
+/// Starts `coldctl warm --here --image IMAGE` against the test's containerd, then `EXTRA...`,
+/// in the background with its output captured (end it with [`finish`]).
+pub fn spawn_warm(
+    ctd: &crate::support::Containerd,
+    image: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    Command::new(coldctl_bin())
+        .args(["warm", "--here", "--image", image])
+        .args(containerd_args(ctd))
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn coldctl")
+}
+
+/// Waits for `child` (SIGKILLed past `timeout`) and returns its exit code and output.
+pub fn finish(child: std::process::Child, timeout: Duration) -> Run {
+    let pid = child.id();
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+                return;
+            }
+        }
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = child.wait_with_output().expect("wait coldctl");
+    let _ = killer.join();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The flags that point `coldctl` at a test containerd (socket and config file).
 pub fn containerd_args(ctd: &crate::support::Containerd) -> Vec<String> {
     vec![

@@ -145,6 +145,13 @@ pub struct ContainerdOpts {
     pub path_first: Option<PathBuf>,
     /// CRI's sandbox (pause) image (`pinned_images.sandbox`, 2.x only).
     pub sandbox_image: Option<String>,
+    /// The Transfer service's parallel layer fetch (2.1+ only): `max_concurrent_downloads`
+    /// and `concurrent_layer_fetch_buffer` (bytes per chunk) of
+    /// `[plugins."io.containerd.transfer.v1.local"]`, which `ctr image pull` uses on 2.x.
+    pub transfer_parallel: Option<(u32, u64)>,
+    /// More plugins to disable (e.g. `io.containerd.grpc.v1.leases`: a Leases API that
+    /// refuses every call).
+    pub disabled_plugins: Vec<String>,
     /// `restrict_oom_score_adj = true` and `enable_cdi = false` (2.x only): root here lacks
     /// CAP_SYS_RESOURCE, so a pod sandbox's oom_score_adj -998 cannot be set otherwise.
     pub run_pods: bool,
@@ -497,11 +504,16 @@ fn render_config(
     }
     // NRI listens on a global socket (/var/run/nri/nri.sock); aufs would modprobe; the other
     // snapshotters only produce noise here. The CRI plugin and overlayfs must load.
-    c.push_str(
+    let extra: String = opts
+        .disabled_plugins
+        .iter()
+        .map(|p| format!(", {}", super::toml_str(p)))
+        .collect();
+    c.push_str(&format!(
         "disabled_plugins = [\"io.containerd.nri.v1.nri\", \"io.containerd.snapshotter.v1.aufs\", \
          \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \
-         \"io.containerd.snapshotter.v1.devmapper\"]\n",
-    );
+         \"io.containerd.snapshotter.v1.devmapper\"{extra}]\n",
+    ));
     c.push_str(
         "required_plugins = [\"io.containerd.grpc.v1.cri\", \
          \"io.containerd.snapshotter.v1.overlayfs\"]\n",
@@ -580,6 +592,11 @@ fn render_config(
             "\n[plugins.\"io.containerd.transfer.v1.local\"]\n  config_path = {}\n",
             toml_path(hosts_dir)
         ));
+        if let Some((downloads, chunk)) = opts.transfer_parallel {
+            c.push_str(&format!(
+                "  max_concurrent_downloads = {downloads}\n  concurrent_layer_fetch_buffer = {chunk}\n"
+            ));
+        }
     }
     c
 }

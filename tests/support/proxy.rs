@@ -1,5 +1,7 @@
 //! A TCP proxy on 127.0.0.1 that counts the bytes flowing from the upstream to clients, with an
-//! optional shared rate limit and a switch to refuse new connections.
+//! optional shared rate limit, an optional per-connection rate limit (a CDN's cap on each
+//! connection), a switch to refuse new connections, and one to hide HTTP `Range` headers from
+//! the upstream (a registry that ignores Range, as some do).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -28,7 +30,10 @@ struct Shared {
     active: AtomicUsize,
     refuse: AtomicBool,
     stop: AtomicBool,
+    strip_range: AtomicBool,
     bucket: Mutex<Bucket>,
+    /// Bytes/second of each connection; `None` = unlimited.
+    per_connection: Mutex<Option<u64>>,
     /// Client-side streams of live connections, so they can be cut.
     live: Mutex<Vec<(u64, TcpStream)>>,
 }
@@ -49,12 +54,17 @@ impl Shared {
     /// Blocks until `n` bytes may be sent under the current rate (re-read while waiting, so
     /// `set_rate_limit` applies at once). Returns false if the proxy is stopping.
     fn take(&self, n: usize) -> bool {
+        self.take_from(&self.bucket, n)
+    }
+
+    /// [`Shared::take`] from any bucket (the shared one or a connection's).
+    fn take_from(&self, bucket: &Mutex<Bucket>, n: usize) -> bool {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return false;
             }
             let wait = {
-                let mut b = lock(&self.bucket);
+                let mut b = lock(bucket);
                 let now = Instant::now();
                 let Some(rate) = b.rate else {
                     b.last = now;
@@ -97,6 +107,8 @@ impl CountingProxy {
             active: AtomicUsize::new(0),
             refuse: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            strip_range: AtomicBool::new(false),
+            per_connection: Mutex::new(None),
             bucket: Mutex::new(Bucket {
                 rate: None,
                 tokens: 0.0,
@@ -164,6 +176,18 @@ impl CountingProxy {
         b.rate = bytes_per_sec;
         b.tokens = 0.0;
         b.last = Instant::now();
+    }
+
+    /// Limits each connection opened from now on to `bytes_per_sec` upstream-to-client
+    /// (`None`: unlimited), besides the shared limit.
+    pub fn set_rate_limit_per_connection(&self, bytes_per_sec: Option<u64>) {
+        *lock(&self.shared.per_connection) = bytes_per_sec;
+    }
+
+    /// When true, HTTP `Range` request headers are renamed (to `X-Rng`) on their way to the
+    /// upstream, which then answers every ranged request with the whole body.
+    pub fn set_strip_range(&self, strip: bool) {
+        self.shared.strip_range.store(strip, Ordering::Relaxed);
     }
 
     /// When true, new connections are accepted and closed at once (open ones are kept).
@@ -240,18 +264,29 @@ fn serve(id: u64, client: TcpStream, sh: Arc<Shared>) {
     };
     let sh_up = sh.clone();
     // client -> upstream
-    let up = std::thread::spawn(move || pump(c2, u2, &sh_up, false));
+    let up = std::thread::spawn(move || pump(c2, u2, &sh_up, None));
     // upstream -> client (counted, rate limited)
-    pump(upstream, client, &sh, true);
+    let own = Mutex::new(Bucket {
+        rate: *lock(&sh.per_connection),
+        tokens: 0.0,
+        last: Instant::now(),
+    });
+    pump(upstream, client, &sh, Some(&own));
     let _ = up.join();
     lock(&sh.live).retain(|(i, _)| *i != id);
     sh.active.fetch_sub(1, Ordering::Relaxed);
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, sh: &Shared, down: bool) {
+/// Copies `from` to `to`; `own` is the connection's bucket on the way down (upstream to
+/// client), `None` on the way up.
+fn pump(mut from: TcpStream, mut to: TcpStream, sh: &Shared, own: Option<&Mutex<Bucket>>) {
+    let down = own.is_some();
     let _ = from.set_read_timeout(Some(POLL));
     let _ = to.set_write_timeout(Some(Duration::from_secs(30)));
     let mut buf = vec![0u8; CHUNK];
+    // Upward bytes held back while hiding Range headers, so that a header name split across
+    // two reads is still seen whole.
+    let mut held: Vec<u8> = Vec::new();
     loop {
         if sh.stop.load(Ordering::Relaxed) {
             break;
@@ -260,12 +295,29 @@ fn pump(mut from: TcpStream, mut to: TcpStream, sh: &Shared, down: bool) {
         let n = match from.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if !held.is_empty() && to.write_all(&std::mem::take(&mut held)).is_err() {
+                    break;
+                }
+                continue;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        if down && !sh.take(n) {
+        if let Some(own) = own
+            && !(sh.take(n) && sh.take_from(own, n))
+        {
             break;
+        }
+        if !down && (sh.strip_range.load(Ordering::Relaxed) || !held.is_empty()) {
+            held.extend_from_slice(&buf[..n]);
+            hide_range_headers(&mut held);
+            let keep = held.len().min(RANGE_NEEDLE.len() - 1);
+            let out: Vec<u8> = held.drain(..held.len() - keep).collect();
+            if to.write_all(&out).is_err() {
+                break;
+            }
+            continue;
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -276,4 +328,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream, sh: &Shared, down: bool) {
     // Half-close towards the writer side so the peer sees EOF; the other pump ends on its own.
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
+}
+
+/// What a Range header line starts with (matched without regard to case).
+const RANGE_NEEDLE: &[u8] = b"\r\nrange:";
+
+/// Renames every `Range:` header in `bytes` to `X-Rng:` (same length, so no framing changes).
+fn hide_range_headers(bytes: &mut [u8]) {
+    let n = RANGE_NEEDLE.len();
+    let mut i = 0;
+    while i + n <= bytes.len() {
+        if bytes[i..i + n].eq_ignore_ascii_case(RANGE_NEEDLE) {
+            bytes[i + 2..i + n].copy_from_slice(b"x-rng:");
+            i += n;
+        } else {
+            i += 1;
+        }
+    }
 }

@@ -4,6 +4,8 @@
 mod config;
 mod errors;
 mod facts;
+mod ingest;
+mod ranged;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -16,9 +18,9 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::instrument;
 
 use super::{
-    Blob, BlobProgress, DiskSpace, Error, ImageManifest, ImageRef, ImageState, Images,
-    K8S_NAMESPACE, PINNED_LABEL, PINNED_VALUE, PullProgress, RegistryAuth, RegistryClient,
-    RuntimeInfo,
+    Blob, BlobProgress, DiskSpace, Error, FetchOptions, FetchOutcome, FetchProgress, ImageManifest,
+    ImageRef, ImageState, Images, K8S_NAMESPACE, PINNED_LABEL, PINNED_VALUE, PullProgress,
+    RegistryAuth, RegistryClient, RuntimeInfo,
 };
 use errors::{classify_pull, rpc};
 pub(crate) use facts::{clean_version, version_at_least};
@@ -261,6 +263,44 @@ impl Images for ContainerdImages {
             None => self.cri_config().await.ok().and_then(|c| c.config_path),
         };
         RegistryClient::new(hosts_dir, self.cfg.registry_timeout)
+    }
+
+    #[instrument(skip_all, fields(ttl_s = ttl.as_secs()), err(level = "debug"))]
+    async fn create_lease(&self, ttl: Duration) -> Result<Option<String>, Error> {
+        let id = ingest::create_lease(&self.channel, ttl, self.cfg.call_timeout)
+            .await
+            .map_err(|s| rpc(&self.cfg.socket, "create lease", s))?;
+        Ok(Some(id))
+    }
+
+    #[instrument(skip_all, fields(lease = id), err(level = "debug"))]
+    async fn delete_lease(&self, id: &str) -> Result<(), Error> {
+        ingest::delete_lease(&self.channel, id, self.cfg.call_timeout)
+            .await
+            .map_err(|s| rpc(&self.cfg.socket, "delete lease", s))
+    }
+
+    #[instrument(skip_all, fields(image = %image, lease), err(level = "debug"))]
+    async fn fetch(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        manifest: &ImageManifest,
+        lease: &str,
+        opts: &FetchOptions,
+        progress: &FetchProgress,
+    ) -> Result<FetchOutcome, Error> {
+        let fetch = ranged::Fetch {
+            channel: &self.channel,
+            socket: &self.cfg.socket,
+            call_timeout: self.cfg.call_timeout,
+            read_timeout: self.cfg.registry_timeout,
+            registry: self.registry_client().await,
+            lease,
+            opts,
+            progress,
+        };
+        fetch.run(image, auth, manifest).await
     }
 
     #[instrument(skip_all, fields(image = %image, handler = runtime_handler), err(level = "debug"))]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::containerd::version_at_least;
 use super::{
-    Blob, BlobProgress, DiskSpace, Error, ImageManifest, ImageRef, ImageState, Images,
-    PullProgress, RegistryAuth, RuntimeInfo,
+    Blob, BlobProgress, DiskSpace, Error, FetchOptions, FetchOutcome, FetchProgress, ImageManifest,
+    ImageRef, ImageState, Images, PullProgress, RegistryAuth, RuntimeInfo,
 };
 
 /// A failure the fake injects into the next pull.
@@ -75,6 +75,13 @@ pub struct State {
     pub served: u64,
     /// Names of the calls made, in order.
     pub calls: Vec<String>,
+    /// Whether the ranged fetch works (false: it falls back, as against a registry that
+    /// ignores Range).
+    pub ranged: bool,
+    /// Leases alive (created and not deleted).
+    pub leases: Vec<String>,
+    /// Leases created, in all.
+    pub leases_created: u64,
     records: HashMap<String, Record>,
     restarts: u64,
 }
@@ -107,6 +114,9 @@ impl Fake {
                 down: false,
                 served: 0,
                 calls: Vec::new(),
+                ranged: false,
+                leases: Vec::new(),
+                leases_created: 0,
                 records: HashMap::new(),
                 restarts: 0,
             })),
@@ -248,7 +258,90 @@ impl Fake {
     }
 }
 
+impl Fake {
+    /// Moves blob bytes a chunk per tick until every blob is complete, failing as a pull does
+    /// when containerd restarts or goes down.
+    async fn transfer(&self, image: &ImageRef, blobs: &[Blob]) -> Result<(), Error> {
+        let (start, restarts, tick) = {
+            let st = self.state();
+            (st.served, st.restarts, st.tick)
+        };
+        loop {
+            if self.state().restarts != restarts {
+                return Err(Error::Unavailable {
+                    socket: "/fake/containerd.sock".into(),
+                    reason: "transport error: connection reset".to_string(),
+                });
+            }
+            if self.step(image, blobs, start)? {
+                return Ok(());
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+}
+
 impl Images for Fake {
+    async fn create_lease(&self, _ttl: Duration) -> Result<Option<String>, Error> {
+        self.call("create_lease")?;
+        let mut st = self.state();
+        st.leases_created += 1;
+        let id = format!("fake-lease-{}", st.leases_created);
+        st.leases.push(id.clone());
+        Ok(Some(id))
+    }
+
+    async fn delete_lease(&self, id: &str) -> Result<(), Error> {
+        self.call("delete_lease")?;
+        self.state().leases.retain(|l| l != id);
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        image: &ImageRef,
+        _auth: Option<&RegistryAuth>,
+        manifest: &ImageManifest,
+        lease: &str,
+        _opts: &FetchOptions,
+        progress: &FetchProgress,
+    ) -> Result<FetchOutcome, Error> {
+        self.call("fetch")?;
+        {
+            let st = self.state();
+            if !st.leases.iter().any(|l| l == lease) {
+                return Err(Error::Runtime {
+                    op: "content write",
+                    reason: format!("lease {lease} not found"),
+                });
+            }
+            if !st.ranged {
+                return Ok(FetchOutcome::Fallback(
+                    "the registry ignores Range (fake)".to_owned(),
+                ));
+            }
+        }
+        let blobs = manifest.blobs();
+        let (before, resumed) = {
+            let st = self.state();
+            let resumed = blobs
+                .iter()
+                .map(|b| st.content.get(&b.digest).copied().unwrap_or(0).min(b.size))
+                .sum();
+            (st.served, resumed)
+        };
+        let res = self.transfer(image, &blobs).await;
+        let moved = self.state().served - before;
+        progress.arrived(moved);
+        progress.written(moved);
+        res?;
+        Ok(FetchOutcome::Fetched {
+            blobs: blobs.len(),
+            bytes: moved,
+            resumed,
+        })
+    }
+
     async fn runtime_info(&self) -> Result<RuntimeInfo, Error> {
         self.call("runtime_info")?;
         let version = self.state().version.clone();
@@ -324,23 +417,7 @@ impl Images for Fake {
             }
         }
         let found = self.lookup(image, auth)?;
-        let blobs = found.manifest.blobs();
-        let (start, restarts, tick) = {
-            let st = self.state();
-            (st.served, st.restarts, st.tick)
-        };
-        loop {
-            if self.state().restarts != restarts {
-                return Err(Error::Unavailable {
-                    socket: "/fake/containerd.sock".into(),
-                    reason: "transport error: connection reset".to_string(),
-                });
-            }
-            if self.step(image, &blobs, start)? {
-                break;
-            }
-            tokio::time::sleep(tick).await;
-        }
+        self.transfer(image, &found.manifest.blobs()).await?;
         let mut st = self.state();
         st.available = st.available.saturating_sub(found.unpacked_size);
         let pinned = st.records.get(&name).is_some_and(|r| r.pinned);

@@ -1,5 +1,6 @@
 //! A small OCI distribution client that reads an image's manifest before containerd pulls it,
-//! to learn its blob sizes (disk-space check, progress totals).
+//! to learn its blob sizes (disk-space check, progress totals), and reads its blobs by byte
+//! range for the parallel fetch ([`ranged`]).
 //!
 //! It reaches the registry the way containerd's CRI plugin does with `config_path`: the hosts of
 //! the node's `hosts.toml` for the image's domain in order (mirrors with `?ns=`), TLS per host,
@@ -11,6 +12,7 @@ mod host;
 mod hosts;
 mod hosts_toml;
 mod manifest;
+pub mod ranged;
 #[cfg(test)]
 mod tests;
 mod token;

@@ -4,9 +4,9 @@ use super::*;
 use crate::images::Fake;
 use crate::images::fake::ImageFault;
 
-const IMG: &str = "registry.coldstart.test/test/img:v1";
+pub(super) const IMG: &str = "registry.coldstart.test/test/img:v1";
 
-fn opts() -> Options {
+pub(super) fn opts() -> Options {
     Options {
         stall_timeout: Duration::from_secs(10),
         min_rate_bytes: 64 << 10,
@@ -17,10 +17,11 @@ fn opts() -> Options {
         margin_bytes: 1 << 20,
         unpack_ratio: 2.0,
         runtime_handler: None,
+        fetch: crate::images::FetchOptions::default(),
     }
 }
 
-fn image() -> ImageRef {
+pub(super) fn image() -> ImageRef {
     ImageRef::parse(IMG).unwrap()
 }
 

@@ -101,6 +101,26 @@ pub struct Args {
     /// Unpacked size estimated as compressed size times this.
     #[arg(long, default_value_t = 2.5, help_heading = IMAGE)]
     pub unpack_ratio: f64,
+    /// Leave every byte to containerd's own pull (no parallel ranged fetch before it).
+    #[arg(long, help_heading = IMAGE)]
+    pub no_ranged_fetch: bool,
+    /// Connections of the ranged fetch, shared across layers.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64), help_heading = IMAGE)]
+    pub fetch_connections: u64,
+    /// Range size (MiB) of the ranged fetch; smaller blobs are fetched whole.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = IMAGE)]
+    pub fetch_chunk_mib: u64,
+    /// Memory (MiB) the ranged fetch may hold: ranges in flight plus ranges waiting to be
+    /// written in order.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384), help_heading = IMAGE)]
+    pub fetch_buffer_mib: u64,
+    /// Fall back to containerd's own pull when one connection to the registry already moves
+    /// this many MB/s (the registry does not cap connections; 0: never).
+    #[arg(long, default_value_t = 200, help_heading = IMAGE)]
+    pub fetch_fast_mbps: u64,
+    /// Seconds until containerd collects what an interrupted ranged fetch left (lease expiry).
+    #[arg(long, default_value_t = 21600, value_parser = clap::value_parser!(u64).range(1..), help_heading = IMAGE)]
+    pub fetch_lease_ttl: u64,
 }
 
 /// Runs the verb on the backend the global flags pick.

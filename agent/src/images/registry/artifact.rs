@@ -134,6 +134,11 @@ impl Repository {
         }
     }
 
+    /// The session of the host that served the last manifest.
+    pub(super) fn into_current(mut self) -> Session {
+        self.sessions.swap_remove(self.current)
+    }
+
     /// Whether the push host (or the host of the last manifest) holds blob `digest`.
     pub async fn blob_exists(&mut self, digest: &str) -> Result<bool, Error> {
         let s = &mut self.sessions[self.current];

@@ -118,14 +118,30 @@ impl RegistryHost {
         // then do without the bundle rather than without the registry.
         let system = system_roots();
         let with_system = !system.is_empty();
-        match self.client_builder(timeout, max_redirects, system)?.build() {
+        match self
+            .client_builder(timeout, max_redirects, system, false)?
+            .build()
+        {
             Ok(client) => return Ok(client),
             Err(e) if with_system => {
                 tracing::warn!(error = %e, "system ca bundle unusable, using built-in roots");
             }
             Err(_) => {}
         }
-        self.client_builder(timeout, max_redirects, Vec::new())?
+        self.client_builder(timeout, max_redirects, Vec::new(), false)?
+            .build()
+            .map_err(|e| Error::Registry(format!("http client for {}: {e}", self.origin())))
+    }
+
+    /// Like [`RegistryHost::http_client`], but `timeout` bounds each read of a response
+    /// rather than the whole request (large blob ranges on a slow link), and connections are
+    /// not pooled beyond what parallel readers need.
+    pub fn streaming_client(
+        &self,
+        timeout: Duration,
+        max_redirects: usize,
+    ) -> Result<reqwest::Client, Error> {
+        self.client_builder(timeout, max_redirects, system_roots(), true)?
             .build()
             .map_err(|e| Error::Registry(format!("http client for {}: {e}", self.origin())))
     }
@@ -135,9 +151,15 @@ impl RegistryHost {
         timeout: Duration,
         max_redirects: usize,
         roots: Vec<reqwest::Certificate>,
+        streaming: bool,
     ) -> Result<reqwest::ClientBuilder, Error> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
+        let builder = reqwest::Client::builder();
+        let builder = if streaming {
+            builder.read_timeout(timeout).http1_only()
+        } else {
+            builder.timeout(timeout)
+        };
+        let mut builder = builder
             .connect_timeout(self.dial_timeout.unwrap_or(timeout).min(timeout))
             .redirect(reqwest::redirect::Policy::limited(max_redirects))
             .user_agent(concat!("coldstart-agent/", env!("CARGO_PKG_VERSION")));

@@ -14,6 +14,8 @@ use super::manifest::*;
 use super::token::parse_challenges;
 use super::*;
 
+mod ranged_reads;
+
 // ---------------------------------------------------------------------------------------------
 // A tiny HTTP/1.1 server on 127.0.0.1: one request per connection, answered by a closure.
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coldstart_agent::images::{
-    ContainerdConfig, ContainerdImages, DockerConfig, ImageRef, RegistryAuth,
+    ContainerdConfig, ContainerdImages, DockerConfig, FetchOptions, ImageRef, RegistryAuth,
 };
 use coldstart_agent::prepull::{self, Event, Options, Report};
 use indicatif::MultiProgress;
@@ -18,11 +18,26 @@ const TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} e
 /// Parses the reference and loads credentials: bad input fails before any work.
 pub fn prepare(args: &Args, image: &str) -> anyhow::Result<(ImageRef, Option<RegistryAuth>)> {
     let image = ImageRef::parse(image)?;
+    fetch_options(args)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid fetch options: {e}"))?;
     let auth = match &args.pull_secret {
         Some(path) => DockerConfig::load(path)?.lookup(&image),
         None => None,
     };
     Ok((image, auth))
+}
+
+/// The ranged fetch's tuning from the flags.
+fn fetch_options(args: &Args) -> FetchOptions {
+    FetchOptions {
+        enabled: !args.no_ranged_fetch,
+        connections: usize::try_from(args.fetch_connections).unwrap_or(1),
+        chunk_bytes: args.fetch_chunk_mib << 20,
+        buffer_bytes: args.fetch_buffer_mib << 20,
+        fast_bytes_per_sec: args.fetch_fast_mbps.saturating_mul(1_000_000),
+        lease_ttl: Duration::from_secs(args.fetch_lease_ttl),
+    }
 }
 
 /// Pre-pulls `image`, drawing progress under `bars` (a terminal) or as lines on stderr.
@@ -48,6 +63,7 @@ pub async fn warm(
         margin_bytes: args.margin_mib << 20,
         unpack_ratio: args.unpack_ratio,
         runtime_handler: args.runtime_handler.clone(),
+        fetch: fetch_options(args),
         ..Options::default()
     };
     let mut view = ProgressView::new(format, bars, image);
@@ -115,6 +131,21 @@ impl ProgressView {
                 backoff.as_secs()
             ),
             Event::Pinning => eprintln!("{}: pinning", self.image),
+            Event::Fetching { connections } => eprintln!(
+                "{}: fetching missing blobs as parallel ranges ({connections} connections)",
+                self.image
+            ),
+            Event::Fetched(s) => eprintln!(
+                "{}: fetched {} in {:.1}s ({} resumed); containerd unpacks",
+                self.image,
+                output::bytes(s.bytes),
+                s.seconds,
+                output::bytes(s.resumed)
+            ),
+            Event::Fallback(why) => eprintln!(
+                "{}: ranged fetch off, containerd's pull fetches alone: {why}",
+                self.image
+            ),
         }
     }
 
@@ -134,6 +165,17 @@ impl ProgressView {
                 .bar
                 .println(format!("retrying in {}s: {error}", backoff.as_secs())),
             Event::Pinning => self.bar.set_message(format!("{} (pinning)", self.image)),
+            Event::Fetching { connections } => self.bar.set_message(format!(
+                "{} (ranged, {connections} connections)",
+                self.image
+            )),
+            Event::Fetched(_) => self.bar.set_message(format!("{} (unpacking)", self.image)),
+            Event::Fallback(why) => {
+                self.bar.set_message(self.image.clone());
+                self.bar.println(format!(
+                    "ranged fetch off, containerd's pull fetches alone: {why}"
+                ));
+            }
             _ => {}
         }
     }
