@@ -7,18 +7,21 @@
 //! an unknown key is an error, not a silent no-op.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::gpu::{self, GpusExpected};
 
+mod file;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use crate::node::DeadlineAction;
+pub use file::Error;
+use file::read_file;
 pub use validate::{is_dns_label, is_dns_subdomain};
 
 /// Default `--compile-cache-budget`: 100 GiB.
@@ -295,47 +298,6 @@ pub struct Config {
     pub criu_root: Option<PathBuf>,
 }
 
-/// Why the configuration was refused (exit code 64).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The config file cannot be read.
-    #[error("cannot read config file {}", path.display())]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for our settings.
-    #[error("config file {path}: {reason}")]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// What is wrong, on one line.
-        reason: String,
-    },
-    /// A setting has a value we refuse.
-    #[error("invalid {setting}: {reason}")]
-    Invalid {
-        /// Flag name.
-        setting: &'static str,
-        /// What is wrong, on one line, for people.
-        reason: String,
-    },
-}
-
-impl Error {
-    /// Stable label for metrics and JSON output.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Read { .. } => "config_read",
-            Error::Parse { .. } => "config_parse",
-            Error::Invalid { .. } => "config_invalid",
-        }
-    }
-}
-
 impl RunArgs {
     /// Reads the `--config` file (if any) and resolves every setting.
     pub fn load(self) -> Result<Config, Error> {
@@ -493,19 +455,4 @@ impl RunArgs {
         cfg.validate()?;
         Ok(cfg)
     }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        // toml's messages span lines (a source excerpt); keep the first for a one-line error.
-        reason: e.message().lines().next().unwrap_or("invalid").to_string()
-            + &e.span()
-                .map(|s| format!(" (at byte {})", s.start))
-                .unwrap_or_default(),
-    })
 }
