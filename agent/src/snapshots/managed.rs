@@ -222,7 +222,14 @@ impl Managed {
                     reason: one_line(&e.to_string()),
                 })?;
         }
-        self.store.remove(&snap.record.name)?;
+        // Unlinking a layer of gigabytes is filesystem work: off the async workers.
+        let (store, name) = (self.store.clone(), snap.record.name.clone());
+        tokio::task::spawn_blocking(move || store.remove(&name))
+            .await
+            .map_err(|e| Error::Runtime {
+                op: "remove snapshot",
+                reason: e.to_string(),
+            })??;
         Ok(())
     }
 
