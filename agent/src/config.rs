@@ -14,12 +14,14 @@ use serde::Deserialize;
 
 use crate::gpu::{self, GpusExpected};
 
+mod fetch;
 mod file;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use crate::node::DeadlineAction;
+pub use fetch::{FetchArgs, FetchFile};
 pub use file::Error;
 use file::read_file;
 pub use validate::{is_dns_label, is_dns_subdomain};
@@ -165,6 +167,9 @@ pub struct RunArgs {
     /// looked up under it, and a host CRIU is run through the host's dynamic loader.
     #[arg(long, env = "COLDSTART_CRIU_ROOT", value_name = "DIR")]
     pub criu_root: Option<PathBuf>,
+    /// The image pull's parallel ranged fetch.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// The TOML file: the same settings as the flags, under the flags' names.
@@ -231,6 +236,8 @@ pub struct FileConfig {
     pub criu_path: Option<String>,
     /// See [`RunArgs::criu_root`].
     pub criu_root: Option<PathBuf>,
+    /// The `[fetch]` table (see [`FetchArgs`]).
+    pub fetch: Option<FetchFile>,
 }
 
 /// The validated configuration of the daemon.
@@ -296,6 +303,8 @@ pub struct Config {
     pub criu_search: Vec<PathBuf>,
     /// The root `criu_search` is under.
     pub criu_root: Option<PathBuf>,
+    /// The image pull's parallel ranged fetch.
+    pub fetch: crate::images::FetchOptions,
 }
 
 impl RunArgs {
@@ -451,6 +460,7 @@ impl RunArgs {
             )
             .collect(),
             criu_root: self.criu_root.or(file.criu_root),
+            fetch: self.fetch.merge(file.fetch)?,
         };
         cfg.validate()?;
         Ok(cfg)

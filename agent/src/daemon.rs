@@ -232,7 +232,10 @@ pub fn build_warmer(
         Arc::new(images),
         Arc::new(weights),
         &state_dir(cfg),
-        prepull::Options::default(),
+        prepull::Options {
+            fetch: cfg.fetch.clone(),
+            ..prepull::Options::default()
+        },
         metrics,
         wake,
     )

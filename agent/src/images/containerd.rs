@@ -6,6 +6,8 @@ mod errors;
 mod facts;
 mod ingest;
 mod ranged;
+mod sink;
+mod staging;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -290,7 +292,19 @@ impl Images for ContainerdImages {
         opts: &FetchOptions,
         progress: &FetchProgress,
     ) -> Result<FetchOutcome, Error> {
+        // Ranges are written in place when containerd's content store is on this filesystem
+        // (see `staging`); its root as CRI reports it, else as configured.
+        let content = if opts.in_place {
+            let root = match self.cri_config().await {
+                Ok(c) => c.root.unwrap_or_else(|| self.cfg.root.clone()),
+                Err(_) => self.cfg.root.clone(),
+            };
+            Some(root.join("io.containerd.content.v1.content"))
+        } else {
+            None
+        };
         let fetch = ranged::Fetch {
+            content: content.as_deref(),
             channel: &self.channel,
             socket: &self.cfg.socket,
             call_timeout: self.cfg.call_timeout,

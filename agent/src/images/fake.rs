@@ -339,6 +339,7 @@ impl Images for Fake {
             blobs: blobs.len(),
             bytes: moved,
             resumed,
+            in_place: 0,
         })
     }
 

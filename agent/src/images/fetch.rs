@@ -4,10 +4,12 @@
 //! Before the CRI pull, the blobs of the image missing from containerd's content store are
 //! fetched by the agent itself: blobs at least [`FetchOptions::chunk_bytes`] long as parallel
 //! byte ranges, smaller ones whole, over one pool of [`FetchOptions::connections`] connections
-//! shared across blobs. containerd's Content API appends only, so ranges pass through a bounded
-//! in-order window ([`FetchOptions::buffer_bytes`] in all, every blob together) before being
-//! written; containerd checks digest and size when each blob is committed. The CRI pull then
-//! finds every blob present and only unpacks.
+//! shared across blobs. Where containerd's content store is on this filesystem, ranges are
+//! written in place into a staging ingest as they arrive ([`FetchOptions::in_place`]);
+//! elsewhere the Content API appends only, so ranges pass through a bounded in-order window
+//! ([`FetchOptions::buffer_bytes`] in all, every blob together) before being written. Either
+//! way containerd checks digest and size when each blob is committed. The CRI pull then finds
+//! every blob present and only unpacks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,9 @@ pub struct FetchOptions {
     /// registry does not cap connections: containerd's own pull (in-process writes) is then
     /// faster than ranges through the Content API, and the fetch falls back. 0: never.
     pub fast_bytes_per_sec: u64,
+    /// Write ranges in place, into a staging ingest on containerd's content store filesystem,
+    /// where this process sees it (false: always append in order through the Content API).
+    pub in_place: bool,
     /// Expiry of the containerd lease holding the fetched blobs until the CRI pull references
     /// them (`containerd.io/gc.expire`): what a crashed agent leaves is collected after it.
     pub lease_ttl: Duration,
@@ -43,17 +48,18 @@ impl Default for FetchOptions {
             chunk_bytes: 8 << 20,
             buffer_bytes: 128 << 20,
             fast_bytes_per_sec: 200_000_000,
+            in_place: true,
             lease_ttl: Duration::from_secs(6 * 3600),
         }
     }
 }
 
 impl FetchOptions {
-    /// Checks the values fit together: at least one connection, a chunk of at least 64 KiB
+    /// Checks the values fit together: 1 to 64 connections, a chunk of at least 64 KiB
     /// and at most 1 GiB, and a buffer of at least one chunk.
     pub fn validate(&self) -> Result<(), String> {
-        if self.connections == 0 {
-            return Err("fetch connections must be at least 1".to_owned());
+        if !(1..=64).contains(&self.connections) {
+            return Err("fetch connections must be between 1 and 64".to_owned());
         }
         if !(64 << 10..=1 << 30).contains(&self.chunk_bytes) {
             return Err("fetch chunk must be between 64 KiB and 1 GiB".to_owned());
@@ -79,6 +85,8 @@ pub enum FetchOutcome {
         bytes: u64,
         /// Bytes that were already in containerd's ingests (a resumed fetch) and not fetched.
         resumed: u64,
+        /// Blobs written in place into a staging ingest (the others through the Content API).
+        in_place: usize,
     },
     /// The ranged fetch cannot work here; containerd's own pull does the rest. Says why.
     Fallback(String),

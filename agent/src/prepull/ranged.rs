@@ -24,6 +24,9 @@ pub struct FetchSummary {
     pub bytes: u64,
     /// Bytes found in containerd's ingests and not fetched again, every attempt together.
     pub resumed: u64,
+    /// Blobs written in place into a staging ingest on the content store's filesystem (the
+    /// others were appended through the Content API).
+    pub in_place: usize,
     /// Seconds from the first fetch attempt until every blob was in the content store.
     pub seconds: f64,
 }
@@ -120,7 +123,9 @@ impl RangedStep {
                 blobs,
                 bytes,
                 resumed,
+                in_place,
             } => {
+                self.summary.in_place += in_place;
                 self.summary.bytes += bytes;
                 self.summary.blobs += blobs;
                 self.summary.resumed += resumed;

@@ -118,6 +118,10 @@ pub struct Args {
     /// this many MB/s (the registry does not cap connections; 0: never).
     #[arg(long, default_value_t = 200, help_heading = IMAGE)]
     pub fetch_fast_mbps: u64,
+    /// Append ranges in order through containerd's Content API even where its content store is
+    /// on this filesystem (by default they are written in place into a staging ingest).
+    #[arg(long, help_heading = IMAGE)]
+    pub fetch_via_api: bool,
     /// Seconds until containerd collects what an interrupted ranged fetch left (lease expiry).
     #[arg(long, default_value_t = 21600, value_parser = clap::value_parser!(u64).range(1..), help_heading = IMAGE)]
     pub fetch_lease_ttl: u64,

@@ -2,13 +2,16 @@
 //!
 //! Shape: a pool of connection tasks takes ranges from one queue (largest blob first, each
 //! blob's ranges in order); before taking a range a task reserves a chunk of the memory budget,
-//! so bytes held (in flight or waiting for an earlier range) never exceed
-//! `buffer_bytes`. One writer task per blob puts its ranges in order and appends them to the
-//! blob's ingest, releasing the reservation as each lands. The head range of every blob is
-//! always taken before later ones, so the window always drains: no deadlock.
+//! so bytes held (in flight or waiting for an earlier range) never exceed `buffer_bytes`. One
+//! writer task per blob hands its ranges to the blob's [`Sink`], releasing the reservation as
+//! each lands: written in place as they come when the content store is on this filesystem
+//! (staged), else put in order and appended through the Content API. The head range of every
+//! blob is always taken before later ones, so the in-order window always drains: no deadlock.
 //!
-//! A restart resumes from each ingest's offset (the contiguous prefix containerd holds): what
-//! was received but not yet written (at most the budget) is fetched again.
+//! A restart resumes from each blob's contiguous prefix (a streamed ingest's offset, a staged
+//! one's recorded prefix): what was received past it is fetched again (streamed: at most the
+//! budget; staged: at most the ranges written since the prefix was last recorded, 16 MiB, plus
+//! those in flight).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -21,10 +24,9 @@ use tonic::transport::Channel;
 use tracing::debug;
 
 use super::errors::rpc;
-use super::ingest::{Ingest, abort, present};
-use crate::images::fetch::{
-    FetchOptions, FetchOutcome, FetchProgress, Pending, Range, ingest_ref, plan,
-};
+use super::ingest::{abort, present};
+use super::sink::{Sink, Target, is_locked};
+use crate::images::fetch::{FetchOptions, FetchOutcome, FetchProgress, Pending, Range, plan};
 use crate::images::registry::Access;
 use crate::images::registry::ranged::{BlobReader, RangeError};
 use crate::images::{Blob, Error, ImageManifest, ImageRef, RegistryAuth, RegistryClient};
@@ -52,6 +54,8 @@ pub(super) struct Fetch<'a> {
     pub read_timeout: Duration,
     pub registry: RegistryClient,
     pub lease: &'a str,
+    /// containerd's content store root as this process sees it (`None`: stream only).
+    pub content: Option<&'a Path>,
     pub opts: &'a FetchOptions,
     pub progress: &'a FetchProgress,
 }
@@ -86,12 +90,18 @@ impl Fetch<'_> {
         auth: Option<&RegistryAuth>,
         manifest: &ImageManifest,
     ) -> Result<FetchOutcome, Stop> {
-        let (mut pending, mut ingests) = self.open_ingests(manifest).await?;
+        let target = Target {
+            channel: self.channel.clone(),
+            lease: self.lease.to_owned(),
+            content: self.content.map(Path::to_path_buf),
+        };
+        let (mut pending, mut sinks) = self.open_sinks(&target, manifest).await?;
         if pending.is_empty() {
             return Ok(FetchOutcome::Fetched {
                 blobs: 0,
                 bytes: 0,
                 resumed: 0,
+                in_place: 0,
             });
         }
         let mut repo = self.registry.repository(image, auth, Access::Pull)?;
@@ -103,7 +113,8 @@ impl Fetch<'_> {
         }
         let reader = repo.blob_reader(self.read_timeout)?;
         let resumed = pending.iter().map(|p| p.offset).sum();
-        self.probe(&reader, &mut pending, &mut ingests).await?;
+        let in_place = sinks.iter().filter(|s| s.staged()).count();
+        self.probe(&reader, &mut pending, &mut sinks).await?;
         let ranges = plan(&pending, self.opts.chunk_bytes);
         let budget = Arc::new(Semaphore::new(
             usize::try_from(self.opts.buffer_bytes).unwrap_or(usize::MAX >> 4),
@@ -111,15 +122,15 @@ impl Fetch<'_> {
         let queue = Arc::new(Mutex::new(VecDeque::from(ranges)));
         let mut tasks: JoinSet<Result<(), Stop>> = JoinSet::new();
         let mut senders = Vec::new();
-        for (p, ingest) in pending.iter().zip(ingests) {
+        for (p, sink) in pending.iter().zip(sinks) {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
             tasks.spawn(write_blob(
-                ingest,
+                sink,
                 p.blob.clone(),
                 rx,
                 self.progress.clone(),
-                self.channel.clone(),
+                target.clone(),
                 self.socket.to_path_buf(),
                 reader.origin().to_owned(),
                 self.call_timeout,
@@ -156,6 +167,7 @@ impl Fetch<'_> {
             blobs: pending.len(),
             bytes: self.progress.received(),
             resumed,
+            in_place,
         })
     }
 
@@ -168,7 +180,7 @@ impl Fetch<'_> {
         &self,
         reader: &BlobReader,
         pending: &mut [Pending],
-        ingests: &mut [Ingest],
+        sinks: &mut [Sink],
     ) -> Result<(), Stop> {
         let Some(i) = (0..pending.len())
             .filter(|&i| pending[i].blob.size - pending[i].offset > self.opts.chunk_bytes)
@@ -186,7 +198,7 @@ impl Fetch<'_> {
         let data = read_range(reader, &p.blob, range, self.progress).await?;
         let seconds = started.elapsed().as_secs_f64().max(1e-6);
         let len = data.len() as u64;
-        let res = ingests[i].write(data).await;
+        let res = sinks[i].put(p.offset, data).await;
         self.progress.written(len);
         res.map_err(|s| rpc(self.socket, "content write", s))?;
         p.offset += len;
@@ -207,11 +219,12 @@ impl Fetch<'_> {
 
     /// The blobs to fetch, each with its open ingest; blobs already committed are added to
     /// the lease and skipped, as are blobs another writer (a pull of the kubelet's) holds.
-    async fn open_ingests(
+    async fn open_sinks(
         &self,
+        target: &Target,
         manifest: &ImageManifest,
-    ) -> Result<(Vec<Pending>, Vec<Ingest>), Stop> {
-        let (mut pending, mut ingests) = (Vec::new(), Vec::new());
+    ) -> Result<(Vec<Pending>, Vec<Sink>), Stop> {
+        let (mut pending, mut sinks) = (Vec::new(), Vec::new());
         for blob in manifest.blobs() {
             let refused = |s: tonic::Status| {
                 Stop::Fallback(format!(
@@ -229,25 +242,25 @@ impl Fetch<'_> {
             if is_present {
                 continue;
             }
-            let reference = ingest_ref(&blob);
-            match Ingest::open(self.channel, self.lease, reference, &blob).await {
-                Ok(ingest) if ingest.offset() <= blob.size => {
+            match Sink::open(target, &blob).await {
+                Ok(sink) if sink.offset() <= blob.size => {
                     pending.push(Pending {
-                        offset: ingest.offset(),
+                        offset: sink.offset(),
                         blob,
                     });
-                    ingests.push(ingest);
+                    sinks.push(sink);
                 }
-                Ok(ingest) => {
-                    drop(ingest);
-                    let _ = abort(self.channel, &ingest_ref(&blob), self.call_timeout).await;
+                Ok(sink) => {
+                    let reference = Sink::reference(&blob, sink.staged());
+                    drop(sink);
+                    let _ = abort(self.channel, &reference, self.call_timeout).await;
                     return Err(Stop::Failed(Error::Runtime {
                         op: "content write",
                         reason: format!("ingest of {} is longer than the blob", blob.digest),
                     }));
                 }
                 Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-                Err(s) if s.message().contains("locked") => {
+                Err(s) if is_locked(&s) => {
                     debug!(digest = %blob.digest, "another writer holds the blob; containerd's pull waits for it");
                 }
                 Err(s) => {
@@ -257,7 +270,7 @@ impl Fetch<'_> {
                 }
             }
         }
-        Ok((pending, ingests))
+        Ok((pending, sinks))
     }
 
     /// A transport failure is containerd going away (retry later); any other status is the
@@ -335,33 +348,41 @@ async fn read_range(
     }
 }
 
-/// Appends the ranges of one blob to its ingest in order, then commits it.
+/// Hands the ranges of one blob to its sink (in order for a streamed one), then commits it.
 #[allow(clippy::too_many_arguments)]
 async fn write_blob(
-    mut ingest: Ingest,
+    mut sink: Sink,
     blob: Blob,
     mut pieces: mpsc::UnboundedReceiver<Piece>,
     progress: FetchProgress,
-    channel: Channel,
+    target: Target,
     socket: std::path::PathBuf,
     origin: String,
     timeout: Duration,
 ) -> Result<(), Stop> {
     let mut waiting: BTreeMap<u64, Piece> = BTreeMap::new();
-    while ingest.offset() < blob.size {
+    let in_order = sink.in_order();
+    while sink.offset() < blob.size {
         let Some(piece) = pieces.recv().await else {
             // Every connection ended without this blob's rest: another task failed.
             return Ok(());
         };
         waiting.insert(piece.start, piece);
-        while let Some(piece) = waiting.remove(&ingest.offset()) {
+        loop {
+            let next = if in_order {
+                waiting.remove(&sink.offset())
+            } else {
+                waiting.pop_first().map(|(_, p)| p)
+            };
+            let Some(piece) = next else { break };
             let len = piece.data.len() as u64;
-            let res = ingest.write(piece.data).await;
+            let res = sink.put(piece.start, piece.data).await;
             progress.written(len);
             res.map_err(|s| rpc(&socket, "content write", s))?;
         }
     }
-    match ingest.commit().await {
+    let reference = Sink::reference(&blob, sink.staged());
+    match sink.commit(&target, &blob).await {
         Ok(()) => Ok(()),
         Err(s)
             if matches!(
@@ -370,12 +391,19 @@ async fn write_blob(
             ) =>
         {
             // Never leave bytes that failed verification for a later fetch to resume.
-            let _ = abort(&channel, &ingest_ref(&blob), timeout).await;
+            let _ = abort(&target.channel, &reference, timeout).await;
             Err(Stop::Failed(Error::Registry(format!(
                 "blob {} from {origin} does not match its digest, refused: containerd: {}",
                 blob.digest,
                 s.message()
             ))))
+        }
+        Err(s) if s.code() == tonic::Code::DataLoss => {
+            let _ = abort(&target.channel, &reference, timeout).await;
+            Err(Stop::Failed(Error::Runtime {
+                op: "content commit",
+                reason: format!("blob {}: {}", blob.digest, s.message()),
+            }))
         }
         Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
         Err(s) => Err(Stop::Failed(rpc(&socket, "content commit", s))),

@@ -36,6 +36,7 @@ fn fetch_options(args: &Args) -> FetchOptions {
         chunk_bytes: args.fetch_chunk_mib << 20,
         buffer_bytes: args.fetch_buffer_mib << 20,
         fast_bytes_per_sec: args.fetch_fast_mbps.saturating_mul(1_000_000),
+        in_place: !args.fetch_via_api,
         lease_ttl: Duration::from_secs(args.fetch_lease_ttl),
     }
 }
