@@ -16,7 +16,8 @@
 //!
 //! Options (arguments after `--`): `--big-mib` the big layer (3072), `--rate-mbps` per
 //! connection in MB/s (100), `--connections` (8) and `--chunk-mib` (8) for ours and for 2.1's
-//! parallel fetch, `--seed` (7). The image is built in a temporary directory, pushed, and
+//! parallel fetch, `--seed` (7), `--only 1.7,2.1,2.1-parallel` (the setups to run), `--root DIR`
+//! (containerd's root under DIR, e.g. a tmpfs mount, instead of a temporary directory). The image is built in a temporary directory, pushed, and
 //! removed before the pulls (disk: the registry's copy, then one pull's content and snapshot).
 
 // The shared test helpers expect() on setup failures, as tests do.
@@ -51,6 +52,10 @@ struct Config {
     connections: u64,
     chunk_mib: u64,
     seed: u64,
+    /// Setups to run (`1.7`, `2.1`, `2.1-parallel`); empty: all.
+    only: Vec<String>,
+    /// containerd's root for every setup (e.g. a tmpfs mount); default a temporary directory.
+    root: Option<PathBuf>,
 }
 
 impl Config {
@@ -61,6 +66,8 @@ impl Config {
             connections: 8,
             chunk_mib: 8,
             seed: 7,
+            only: Vec::new(),
+            root: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -68,6 +75,14 @@ impl Config {
                 continue;
             }
             let value = args.next().with_context(|| format!("{a} needs a value"))?;
+            if a == "--only" {
+                c.only = value.split(',').map(str::to_owned).collect();
+                continue;
+            }
+            if a == "--root" {
+                c.root = Some(PathBuf::from(value));
+                continue;
+            }
             let n: u64 = value.parse().with_context(|| format!("{a} {value:?}"))?;
             match a.as_str() {
                 "--big-mib" => c.big_mib = n,
@@ -164,9 +179,21 @@ fn run() -> anyhow::Result<()> {
     };
     let mut samples = Vec::new();
     for (setup, bin, transfer_parallel, tools) in setups {
+        if !cfg.only.is_empty() && !cfg.only.iter().any(|o| o == setup) {
+            continue;
+        }
+        let root = match &cfg.root {
+            Some(dir) => {
+                let r = dir.join(format!("containerd-{setup}"));
+                let _ = std::fs::remove_dir_all(&r);
+                Some(r)
+            }
+            None => None,
+        };
         let ctd = Containerd::start(
             bin,
             ContainerdOpts {
+                root,
                 hosts_dir: hosts.path().to_path_buf(),
                 transfer_parallel,
                 ..Default::default()

@@ -450,3 +450,38 @@ fn only_the_snapshots_overlay_grants_nodes_checkpoint_and_it_says_the_risk() {
     let binding = find(&objs, "ClusterRoleBinding", "coldstart-agent-checkpoint");
     assert_eq!(binding["subjects"][0]["name"], "coldstart-agent");
 }
+
+/// Every `COLDSTART_*` variable the DaemonSet sets is one the agent reads (a renamed flag
+/// would otherwise leave the manifest setting nothing, silently).
+#[test]
+fn every_agent_variable_the_daemonset_sets_is_one_the_agent_reads() {
+    let ds: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("deploy/base/daemonset.yaml")).expect("daemonset"),
+    )
+    .expect("daemonset parses");
+    let mut sources = String::new();
+    for rel in [
+        "agent/src/config.rs",
+        "agent/src/config/fetch.rs",
+        "agent/src/main.rs",
+    ] {
+        sources.push_str(&std::fs::read_to_string(root().join(rel)).expect(rel));
+    }
+    let names: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("COLDSTART_"))
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "COLDSTART_FETCH_CONNECTIONS"),
+        "{names:?}"
+    );
+    for name in &names {
+        assert!(
+            sources.contains(&format!("\"{name}\"")),
+            "the DaemonSet sets {name}, which the agent does not read"
+        );
+    }
+}

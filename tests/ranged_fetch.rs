@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "ranged_fetch/faults.rs"]
+mod faults;
 mod support;
 
 use std::collections::BTreeSet;
@@ -356,123 +358,6 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_never_committed() {
             bin.version
         );
         assert!(ctd.image_names().unwrap().is_empty());
-    }
-}
-
-#[test]
-#[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
-fn containerd_killed_mid_fetch_resumes_from_what_it_committed() {
-    let env = TestEnv::load();
-    let s = setup(&[48 * MIB, 16 * MIB, MIB], 53, "test/resume:v1");
-    let image = format!("{HOST}/test/resume:v1");
-    let size = s.layout.layers_size() + s.layout.config_size;
-    for bin in all_versions(&env) {
-        // Through the Content API the fetch fails with containerd and resumes from the
-        // ingests' offsets; in place it goes on writing and needs containerd only to commit.
-        for via_api in [true, false] {
-            let mut ctd = start(bin, s.hosts.path());
-            s.proxy.reset();
-            s.proxy.set_rate_limit(Some(16 * MIB as u64));
-            let mut args = RANGED.to_vec();
-            args.extend(["--stall-timeout", "30", "--attempts", "10"]);
-            if via_api {
-                args.push("--fetch-via-api");
-            }
-            let child = common::spawn_warm(&ctd, &image, &args);
-            support::wait_for("half the image through the registry", LONG, || {
-                (s.proxy.bytes_down() > size / 2).then_some(())
-            })
-            .expect("fetch progresses");
-            ctd.kill9();
-            let before = s.proxy.bytes_down();
-            std::thread::sleep(Duration::from_millis(500));
-            ctd.restart().expect("containerd restarts");
-            s.proxy.set_rate_limit(None);
-            let run = common::finish(child, LONG);
-            assert_eq!(run.code, 0, "containerd {}: {run:?}", bin.version);
-            let doc = run.json();
-            let fetch = &doc["image"]["fetch"];
-            assert!(fetch["fallback"].is_null(), "{doc}");
-            let resumed = fetch["resumed"].as_u64().unwrap_or(0);
-            let served = s.proxy.bytes_down();
-            let refetched = served.saturating_sub(size);
-            eprintln!(
-                "containerd {} ({}): blobs {size} B, served {served} B, {before} B before the \
-                 kill, {resumed} B resumed from ingests, {refetched} B fetched twice, {} attempts",
-                bin.version,
-                if via_api { "content api" } else { "in place" },
-                doc["image"]["attempts"]
-            );
-            if via_api {
-                assert_eq!(fetch["inPlace"], 0, "{doc}");
-                assert!(doc["image"]["attempts"].as_u64().unwrap_or(0) >= 2, "{doc}");
-                assert!(resumed > 0, "the retry resumed ingests: {doc}");
-                // Refetched: what was received but not yet in containerd when it died, at
-                // most the 8 MiB buffer, plus what the sockets held and the manifest.
-                assert!(
-                    refetched < 16 * MIB as u64,
-                    "{}: fetched twice {refetched} B (buffer 8 MiB)",
-                    bin.version
-                );
-            } else {
-                assert_eq!(fetch["inPlace"], 4, "{doc}");
-                // Nothing is fetched twice: only the manifest's bytes come on top.
-                assert!(
-                    refetched < MIB as u64,
-                    "{}: fetched twice {refetched} B",
-                    bin.version
-                );
-            }
-            assert_complete(&ctd);
-        }
-    }
-}
-
-#[test]
-#[ignore = "needs root and scripts/test-env.sh (real containerd and registries)"]
-fn an_agent_killed_mid_fetch_resumes_from_the_prefix_it_recorded() {
-    let env = TestEnv::load();
-    let s = setup(&[64 * MIB, MIB], 61, "test/agent-kill:v1");
-    let image = format!("{HOST}/test/agent-kill:v1");
-    let size = s.layout.layers_size() + s.layout.config_size;
-    for bin in all_versions(&env) {
-        let ctd = start(bin, s.hosts.path());
-        s.proxy.reset();
-        s.proxy.set_rate_limit(Some(16 * MIB as u64));
-        let mut child = common::spawn_warm(&ctd, &image, RANGED);
-        support::wait_for("most of the image through the registry", LONG, || {
-            (s.proxy.bytes_down() > size * 3 / 4).then_some(())
-        })
-        .expect("fetch progresses");
-        // The agent dies without a word; its staging ingests stay under its lease.
-        child.kill().unwrap();
-        let _ = child.wait();
-        let before = s.proxy.bytes_down();
-        s.proxy.set_rate_limit(None);
-        let run = warm(&ctd, &image, RANGED, LONG);
-        assert_eq!(run.code, 0, "containerd {}: {run:?}", bin.version);
-        let doc = run.json();
-        let fetch = &doc["image"]["fetch"];
-        let resumed = fetch["resumed"].as_u64().unwrap_or(0);
-        let served = s.proxy.bytes_down();
-        let refetched = served.saturating_sub(size);
-        eprintln!(
-            "containerd {}: blobs {size} B, {before} B served before the kill, {served} B in \
-             all, {resumed} B resumed from the recorded prefix, {refetched} B fetched twice",
-            bin.version
-        );
-        assert!(fetch["fallback"].is_null(), "{doc}");
-        assert!(resumed >= 16 * MIB as u64, "resumed from the prefix: {doc}");
-        // Fetched twice: what was written past the last recorded prefix (under 16 MiB) and
-        // the ranges in flight (4 connections of 2 MiB), plus manifests.
-        assert!(
-            refetched < 26 * MIB as u64,
-            "{}: fetched twice {refetched} B",
-            bin.version
-        );
-        assert_complete(&ctd);
-        let active = ctd.ctr(&["content", "active"]).unwrap();
-        assert_eq!(active.lines().skip(1).count(), 0, "ingests left: {active}");
     }
 }
 

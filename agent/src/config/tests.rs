@@ -286,3 +286,58 @@ fn an_unreadable_config_file_names_the_file_and_the_cause_once() {
     };
     crate::errors::assert_no_repeated_cause(&e);
 }
+
+#[test]
+fn the_ranged_fetch_takes_flags_over_the_file_table_over_defaults() {
+    let cfg = args(&["--node-name", "n1"])
+        .resolve(FileConfig::default())
+        .expect("valid");
+    assert_eq!(cfg.fetch, crate::images::FetchOptions::default());
+    assert!(cfg.fetch.enabled && cfg.fetch.in_place);
+    let table = "[fetch]\nconnections = 4\nchunk-mib = 16\nbuffer-mib = 256\nfast-mbps = 0\n\
+                 via-api = true\nlease-ttl = 600\n";
+    let cfg = args(&["--node-name", "n1", "--fetch-connections", "12"])
+        .resolve(file(table))
+        .expect("valid");
+    assert_eq!(cfg.fetch.connections, 12, "the flag beats the file");
+    assert_eq!(cfg.fetch.chunk_bytes, 16 << 20);
+    assert_eq!(cfg.fetch.buffer_bytes, 256 << 20);
+    assert_eq!(cfg.fetch.fast_bytes_per_sec, 0);
+    assert!(!cfg.fetch.in_place);
+    assert_eq!(cfg.fetch.lease_ttl, Duration::from_secs(600));
+    let off = args(&["--node-name", "n1", "--no-ranged-fetch"])
+        .resolve(file("[fetch]\nenabled = true\n"))
+        .expect("valid");
+    assert!(!off.fetch.enabled);
+    assert!(
+        !args(&["--node-name", "n1"])
+            .resolve(file("[fetch]\nenabled = false\n"))
+            .expect("valid")
+            .fetch
+            .enabled
+    );
+}
+
+#[test]
+fn bad_ranged_fetch_settings_are_refused_with_the_setting_named() {
+    for (flags, table) in [
+        (vec!["--fetch-connections", "0"], ""),
+        (vec!["--fetch-connections", "65"], ""),
+        (vec![], "[fetch]\nchunk-mib = 2048\n"),
+        (
+            vec!["--fetch-chunk-mib", "16", "--fetch-buffer-mib", "8"],
+            "",
+        ),
+        (vec!["--fetch-lease-ttl", "0"], ""),
+        (vec!["--fetch-buffer-mib", "18446744073709551615"], ""),
+    ] {
+        let mut all = vec!["--node-name", "n1"];
+        all.extend(flags.iter().copied());
+        let err = args(&all).resolve(file(table)).expect_err("refused");
+        assert!(
+            err.to_string().contains("fetch"),
+            "{flags:?} {table:?}: {err}"
+        );
+    }
+    assert!(toml::from_str::<FileConfig>("[fetch]\nconnection = 3\n").is_err());
+}

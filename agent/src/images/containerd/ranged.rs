@@ -26,6 +26,7 @@ use tracing::debug;
 use super::errors::rpc;
 use super::ingest::{abort, present};
 use super::sink::{Sink, Target, is_locked};
+use super::staging::staging_ref;
 use crate::images::fetch::{FetchOptions, FetchOutcome, FetchProgress, Pending, Range, plan};
 use crate::images::registry::Access;
 use crate::images::registry::ranged::{BlobReader, RangeError};
@@ -79,7 +80,16 @@ impl Fetch<'_> {
         self.progress.clear();
         match out {
             Ok(o) => Ok(o),
-            Err(Stop::Fallback(why)) => Ok(FetchOutcome::Fallback(why)),
+            Err(Stop::Fallback(why)) => {
+                // A staging ingest has holes and containerd's pull never resumes it: it goes.
+                if self.content.is_some() {
+                    for blob in manifest.blobs() {
+                        let reference = staging_ref(&blob);
+                        let _ = abort(self.channel, &reference, self.call_timeout).await;
+                    }
+                }
+                Ok(FetchOutcome::Fallback(why))
+            }
             Err(Stop::Failed(e)) => Err(e),
         }
     }

@@ -36,6 +36,27 @@ pub(super) enum Sink {
     Staged { file: Staged, held: Ingest },
 }
 
+/// How long a staging ingest's lock is waited for before the blob is left to its holder.
+const RELOCK_BRIEF: Duration = Duration::from_secs(10);
+
+/// Opens the ingest `reference`, waiting up to `wait` while another writer holds its lock.
+async fn open_waiting(
+    target: &Target,
+    reference: &str,
+    blob: &Blob,
+    wait: Duration,
+) -> Result<Ingest, tonic::Status> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match Ingest::open(&target.channel, &target.lease, reference.to_owned(), blob).await {
+            Err(s) if is_locked(&s) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            res => return res,
+        }
+    }
+}
+
 /// Whether containerd refused an open because another writer holds the ingest.
 pub(super) fn is_locked(s: &tonic::Status) -> bool {
     s.message().contains("locked")
@@ -48,8 +69,10 @@ impl Sink {
     pub async fn open(target: &Target, blob: &Blob) -> Result<Sink, tonic::Status> {
         if let Some(content) = &target.content {
             let reference = staging_ref(blob);
-            let held =
-                Ingest::open(&target.channel, &target.lease, reference.clone(), blob).await?;
+            // A lock held briefly is most likely this agent's previous attempt, whose writer
+            // containerd is still closing (it syncs `data` first); one held longer is another
+            // fetch of the same blob, which the caller leaves to it.
+            let held = open_waiting(target, &reference, blob, RELOCK_BRIEF).await?;
             let found = {
                 let (content, r) = (content.to_path_buf(), reference.clone());
                 tokio::task::spawn_blocking(move || find_ingest(&content, K8S_NAMESPACE, &r))
@@ -124,19 +147,7 @@ impl Sink {
             Sink::Staged { file, held } => {
                 drop(held);
                 drop(file);
-                let reference = staging_ref(blob);
-                let deadline = tokio::time::Instant::now() + RELOCK_WAIT;
-                let ingest = loop {
-                    match Ingest::open(&target.channel, &target.lease, reference.clone(), blob)
-                        .await
-                    {
-                        Ok(i) => break i,
-                        Err(s) if is_locked(&s) && tokio::time::Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(s) => return Err(s),
-                    }
-                };
+                let ingest = open_waiting(target, &staging_ref(blob), blob, RELOCK_WAIT).await?;
                 if ingest.offset() != blob.size {
                     return Err(tonic::Status::data_loss(format!(
                         "containerd holds {} of the staging ingest's {} bytes",

@@ -32,6 +32,8 @@ use crate::images::fetch::ingest_ref;
 pub(super) const PREFIX_FILE: &str = "coldstart-prefix";
 /// The prefix is recorded again once it has grown this much (and when the blob is whole).
 const RECORD_EVERY: u64 = 16 << 20;
+/// Writeback of `data` is started again once this much more has been written.
+const SYNC_EVERY: u64 = 64 << 20;
 
 /// The ingest ref of a blob's staging ingest (containerd's own ref with a prefix).
 pub(super) fn staging_ref(blob: &Blob) -> String {
@@ -82,6 +84,10 @@ pub(super) struct Staged {
     recorded: u64,
     /// Ranges written past the prefix: start to end.
     ahead: BTreeMap<u64, u64>,
+    /// Bytes written since the last writeback began.
+    unsynced: u64,
+    /// The writeback in progress (`fdatasync` on a blocking thread).
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl Staged {
@@ -108,6 +114,8 @@ impl Staged {
             prefix,
             recorded: prefix,
             ahead: BTreeMap::new(),
+            unsynced: 0,
+            syncing: None,
         })
     }
 
@@ -140,6 +148,24 @@ impl Staged {
             || (self.whole() && self.recorded < self.size)
         {
             self.record()?;
+        }
+        self.unsynced += end - start;
+        self.write_back().await
+    }
+
+    /// Keeps the disk busy while ranges arrive: once [`SYNC_EVERY`] more bytes are written and
+    /// no writeback runs, starts one (`fdatasync` off the async workers). containerd syncs
+    /// `data` before it commits; without this the page cache would hold gigabytes of dirty
+    /// pages until the kernel's thresholds (or that sync) wrote them all at the end, and other
+    /// writers on the node would be throttled meanwhile. A failed writeback fails the write.
+    async fn write_back(&mut self) -> io::Result<()> {
+        if let Some(h) = self.syncing.take_if(|h| h.is_finished()) {
+            h.await.map_err(io::Error::other)??;
+        }
+        if self.syncing.is_none() && self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            let file = self.file.clone();
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
         }
         Ok(())
     }

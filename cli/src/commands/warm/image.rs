@@ -137,11 +137,14 @@ impl ProgressView {
                 self.image
             ),
             Event::Fetched(s) => eprintln!(
-                "{}: fetched {} in {:.1}s ({} resumed); containerd unpacks",
+                "{}: fetched {} in {:.1}s ({} resumed; {} of {} blobs written in place, the \
+                 rest through the Content API); containerd unpacks",
                 self.image,
                 output::bytes(s.bytes),
                 s.seconds,
-                output::bytes(s.resumed)
+                output::bytes(s.resumed),
+                s.in_place,
+                s.blobs
             ),
             Event::Fallback(why) => eprintln!(
                 "{}: ranged fetch off, containerd's pull fetches alone: {why}",
