@@ -178,6 +178,17 @@ fn a_registry_as_fast_as_containerd_falls_back_after_one_range_and_leaves_nothin
             0,
             "the probe's staging ingest is gone: {active}"
         );
+        // Nor is anything left on disk (an abort racing the writer's close would leave its
+        // directory behind, unknown to containerd's metadata and never collected).
+        let dirs: Vec<_> =
+            std::fs::read_dir(ctd.root().join("io.containerd.content.v1.content/ingest"))
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+        assert!(
+            dirs.is_empty(),
+            "{}: ingest directories left: {dirs:?}",
+            bin.version
+        );
         assert!(leases(&ctd).is_empty(), "{:?}", leases(&ctd));
     }
 }

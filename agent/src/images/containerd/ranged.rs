@@ -25,12 +25,20 @@ use tracing::debug;
 
 use super::errors::rpc;
 use super::ingest::{abort, present};
-use super::sink::{Sink, Target, is_locked};
-use super::staging::staging_ref;
+use super::sink::{Sink, Target, discard_staged, is_locked};
 use crate::images::fetch::{FetchOptions, FetchOutcome, FetchProgress, Pending, Range, plan};
 use crate::images::registry::Access;
 use crate::images::registry::ranged::{BlobReader, RangeError};
 use crate::images::{Blob, Error, ImageManifest, ImageRef, RegistryAuth, RegistryClient};
+
+/// The Content API refusing: the fetch falls back.
+fn refused(s: tonic::Status) -> Stop {
+    Stop::Fallback(format!(
+        "containerd's content api refused the ranged fetch ({}: {})",
+        s.code(),
+        s.message()
+    ))
+}
 
 /// Tries of one range before the fetch fails (transient failures only).
 const RANGE_TRIES: u32 = 3;
@@ -82,11 +90,9 @@ impl Fetch<'_> {
             Ok(o) => Ok(o),
             Err(Stop::Fallback(why)) => {
                 // A staging ingest has holes and containerd's pull never resumes it: it goes.
-                if self.content.is_some() {
-                    for blob in manifest.blobs() {
-                        let reference = staging_ref(&blob);
-                        let _ = abort(self.channel, &reference, self.call_timeout).await;
-                    }
+                let target = self.target();
+                for blob in manifest.blobs() {
+                    discard_staged(&target, &blob).await;
                 }
                 Ok(FetchOutcome::Fallback(why))
             }
@@ -100,13 +106,8 @@ impl Fetch<'_> {
         auth: Option<&RegistryAuth>,
         manifest: &ImageManifest,
     ) -> Result<FetchOutcome, Stop> {
-        let target = Target {
-            channel: self.channel.clone(),
-            lease: self.lease.to_owned(),
-            content: self.content.map(Path::to_path_buf),
-        };
-        let (mut pending, mut sinks) = self.open_sinks(&target, manifest).await?;
-        if pending.is_empty() {
+        let missing = self.missing(manifest).await?;
+        if missing.is_empty() {
             return Ok(FetchOutcome::Fetched {
                 blobs: 0,
                 bytes: 0,
@@ -122,9 +123,28 @@ impl Fetch<'_> {
             }));
         }
         let reader = repo.blob_reader(self.read_timeout)?;
+        // The probe comes before any ingest is opened: a fallback then leaves nothing behind.
+        let probed = self.probe(&reader, &missing).await?;
+        let target = self.target();
+        let (mut pending, mut sinks) = self.open_sinks(&target, missing).await?;
         let resumed = pending.iter().map(|p| p.offset).sum();
         let in_place = sinks.iter().filter(|s| s.staged()).count();
-        self.probe(&reader, &mut pending, &mut sinks).await?;
+        if let Some((digest, data)) = probed {
+            let len = data.len() as u64;
+            // Kept when its blob starts from nothing; a resumed ingest holds those bytes.
+            let at = (0..pending.len())
+                .find(|&i| pending[i].blob.digest == digest && pending[i].offset == 0);
+            let res = match at {
+                Some(i) => {
+                    let res = sinks[i].put(0, data).await;
+                    pending[i].offset = len;
+                    res
+                }
+                None => Ok(()),
+            };
+            self.progress.written(len);
+            res.map_err(|s| rpc(self.socket, "content write", s))?;
+        }
         let ranges = plan(&pending, self.opts.chunk_bytes);
         let budget = Arc::new(Semaphore::new(
             usize::try_from(self.opts.buffer_bytes).unwrap_or(usize::MAX >> 4),
@@ -181,77 +201,73 @@ impl Fetch<'_> {
         })
     }
 
-    /// Reads the next range of the largest blob over one connection and writes it. When the
-    /// registry does not honour `Range`, or one connection alone is at least as fast as
-    /// `fast_bytes_per_sec` (the registry does not cap connections: containerd's own pull,
-    /// which writes its content store in-process, is then faster than the Content API),
-    /// stops with a fallback; the range written stays for containerd's pull to resume.
+    /// Reads the first range of the largest blob over one connection, before any ingest is
+    /// opened; returns the blob's digest and the bytes. When the registry does not honour
+    /// `Range`, or one connection alone is at least as fast as `fast_bytes_per_sec` (the
+    /// registry does not cap connections: containerd's own pull, which writes its content
+    /// store in-process, is then as fast), stops with a fallback.
     async fn probe(
         &self,
         reader: &BlobReader,
-        pending: &mut [Pending],
-        sinks: &mut [Sink],
-    ) -> Result<(), Stop> {
-        let Some(i) = (0..pending.len())
-            .filter(|&i| pending[i].blob.size - pending[i].offset > self.opts.chunk_bytes)
-            .max_by_key(|&i| pending[i].blob.size)
+        missing: &[Blob],
+    ) -> Result<Option<(String, Vec<u8>)>, Stop> {
+        let Some(blob) = missing
+            .iter()
+            .filter(|b| b.size > self.opts.chunk_bytes)
+            .max_by_key(|b| b.size)
         else {
-            return Ok(());
+            return Ok(None);
         };
-        let p = &mut pending[i];
         let range = Range {
-            index: i,
-            start: p.offset,
-            end: p.offset + self.opts.chunk_bytes,
+            index: 0,
+            start: 0,
+            end: self.opts.chunk_bytes,
         };
         let started = tokio::time::Instant::now();
-        let data = read_range(reader, &p.blob, range, self.progress).await?;
+        let data = read_range(reader, blob, range, self.progress).await?;
         let seconds = started.elapsed().as_secs_f64().max(1e-6);
-        let len = data.len() as u64;
-        let res = sinks[i].put(p.offset, data).await;
-        self.progress.written(len);
-        res.map_err(|s| rpc(self.socket, "content write", s))?;
-        p.offset += len;
-        let rate = len as f64 / seconds;
+        let rate = data.len() as f64 / seconds;
         debug!(rate_mbps = rate / 1e6, "one connection's rate");
         let fast = self.opts.fast_bytes_per_sec;
         if fast > 0 && rate >= fast as f64 {
+            self.progress.written(data.len() as u64);
             return Err(Stop::Fallback(format!(
                 "one connection to {} moved {:.0} MB/s (at least {:.0} MB/s: the registry does \
-                 not cap connections, and containerd's own pull is faster then)",
+                 not cap connections, and containerd's own pull is as fast then)",
                 reader.origin(),
                 rate / 1e6,
                 fast as f64 / 1e6
             )));
         }
-        Ok(())
+        Ok(Some((blob.digest.clone(), data)))
     }
 
-    /// The blobs to fetch, each with its open ingest; blobs already committed are added to
-    /// the lease and skipped, as are blobs another writer (a pull of the kubelet's) holds.
-    async fn open_sinks(
-        &self,
-        target: &Target,
-        manifest: &ImageManifest,
-    ) -> Result<(Vec<Pending>, Vec<Sink>), Stop> {
-        let (mut pending, mut sinks) = (Vec::new(), Vec::new());
+    /// The image's blobs that `k8s.io` lacks; those it holds are added to the lease.
+    async fn missing(&self, manifest: &ImageManifest) -> Result<Vec<Blob>, Stop> {
+        let mut out = Vec::new();
         for blob in manifest.blobs() {
-            let refused = |s: tonic::Status| {
-                Stop::Fallback(format!(
-                    "containerd's content api refused the ranged fetch ({}: {})",
-                    s.code(),
-                    s.message()
-                ))
-            };
             let is_present = present(self.channel, self.lease, &blob.digest, self.call_timeout)
                 .await
                 .map_err(|s| {
                     self.status(s, "content info")
                         .map_or_else(refused, Stop::from)
                 })?;
-            if is_present {
-                continue;
+            if !is_present {
+                out.push(blob);
             }
+        }
+        Ok(out)
+    }
+
+    /// The blobs to fetch, each with its open sink; blobs committed meanwhile are skipped, as
+    /// are blobs another writer (a pull of the kubelet's) holds.
+    async fn open_sinks(
+        &self,
+        target: &Target,
+        missing: Vec<Blob>,
+    ) -> Result<(Vec<Pending>, Vec<Sink>), Stop> {
+        let (mut pending, mut sinks) = (Vec::new(), Vec::new());
+        for blob in missing {
             match Sink::open(target, &blob).await {
                 Ok(sink) if sink.offset() <= blob.size => {
                     pending.push(Pending {
@@ -281,6 +297,15 @@ impl Fetch<'_> {
             }
         }
         Ok((pending, sinks))
+    }
+
+    /// What this fetch's sinks share.
+    fn target(&self) -> Target {
+        Target {
+            channel: self.channel.clone(),
+            lease: self.lease.to_owned(),
+            content: self.content.map(Path::to_path_buf),
+        }
     }
 
     /// A transport failure is containerd going away (retry later); any other status is the

@@ -36,6 +36,36 @@ pub(super) enum Sink {
     Staged { file: Staged, held: Ingest },
 }
 
+/// Bound on one abort.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Removes the blob's staging ingest, if there is one (a fetch that falls back: containerd's
+/// pull never resumes it). The ingest is aborted while this process holds its writer: a writer
+/// being closed as the abort runs (one dropped a moment ago) would otherwise write its
+/// `updatedat` into the directory the abort is removing, and leave it behind.
+pub(super) async fn discard_staged(target: &Target, blob: &Blob) {
+    let Some(content) = &target.content else {
+        return;
+    };
+    let reference = staging_ref(blob);
+    let found = {
+        let (content, r) = (content.clone(), reference.clone());
+        tokio::task::spawn_blocking(move || find_ingest(&content, K8S_NAMESPACE, &r))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    };
+    if found.is_none() {
+        return;
+    }
+    let held = open_waiting(target, &reference, blob, RELOCK_BRIEF).await;
+    if let Err(e) = abort(&target.channel, &reference, ABORT_TIMEOUT).await {
+        debug!(%reference, error = %e, "staging ingest not aborted; its lease's expiry collects it");
+    }
+    drop(held);
+}
+
 /// How long a staging ingest's lock is waited for before the blob is left to its holder.
 const RELOCK_BRIEF: Duration = Duration::from_secs(10);
 
@@ -89,7 +119,7 @@ impl Sink {
                 Err(why) => {
                     debug!(%why, content = %content.display(), "content store not writable here; streaming");
                     drop(held);
-                    let _ = abort(&target.channel, &reference, Duration::from_secs(30)).await;
+                    let _ = abort(&target.channel, &reference, ABORT_TIMEOUT).await;
                 }
             }
         }
@@ -149,11 +179,15 @@ impl Sink {
                 drop(file);
                 let ingest = open_waiting(target, &staging_ref(blob), blob, RELOCK_WAIT).await?;
                 if ingest.offset() != blob.size {
-                    return Err(tonic::Status::data_loss(format!(
+                    let why = format!(
                         "containerd holds {} of the staging ingest's {} bytes",
                         ingest.offset(),
                         blob.size
-                    )));
+                    );
+                    // Aborted while this writer holds it (see `discard_staged`).
+                    let _ = abort(&target.channel, &staging_ref(blob), ABORT_TIMEOUT).await;
+                    drop(ingest);
+                    return Err(tonic::Status::data_loss(why));
                 }
                 ingest.commit().await
             }
