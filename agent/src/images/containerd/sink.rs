@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tonic::transport::Channel;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::K8S_NAMESPACE;
 use super::ingest::{Ingest, abort};
@@ -59,7 +59,11 @@ pub(super) async fn discard_staged(target: &Target, blob: &Blob) {
     if found.is_none() {
         return;
     }
-    let held = open_waiting(target, &reference, blob, RELOCK_BRIEF).await;
+    let held = match open_waiting(target, &reference, blob, RELOCK_BRIEF).await {
+        // Another fetch of the same blob is writing it: it stays theirs.
+        Err(s) if is_locked(&s) => return,
+        held => held,
+    };
     if let Err(e) = abort(&target.channel, &reference, ABORT_TIMEOUT).await {
         debug!(%reference, error = %e, "staging ingest not aborted; its lease's expiry collects it");
     }
@@ -110,16 +114,22 @@ impl Sink {
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             };
             let staged = match found {
-                Ok(Some(dir)) => Staged::open(dir, blob.size).map_err(|e| e.to_string()),
-                Ok(None) => Err(format!("no ingest names {reference}")),
-                Err(e) => Err(e.to_string()),
+                Ok(Some(dir)) => Staged::open(dir, blob.size).map_err(Some),
+                Ok(None) => {
+                    debug!(%reference, content = %content.display(), "content store not visible here; through the Content API");
+                    Err(None)
+                }
+                Err(e) => Err(Some(e)),
             };
             match staged {
                 Ok(file) => return Ok(Sink::Staged { file, held }),
-                Err(why) => {
-                    debug!(%why, content = %content.display(), "content store not writable here; streaming");
-                    drop(held);
+                Err(e) => {
+                    if let Some(e) = e {
+                        warn!(%reference, content = %content.display(), error = %e, "staging ingest not writable; through the Content API");
+                    }
+                    // Aborted while held (see `discard_staged`).
                     let _ = abort(&target.channel, &reference, ABORT_TIMEOUT).await;
+                    drop(held);
                 }
             }
         }
