@@ -14,11 +14,13 @@
 //! Needs root, `scripts/test-env.sh`, and a release `coldctl` next to this bench
 //! (`cargo build --release --workspace --bins && cargo bench --bench ranged_fetch`).
 //!
-//! Options (arguments after `--`): `--big-mib` the big layer (3072), `--rate-mbps` per
+//! Options (arguments after `--`): `--big-mib` the big layer (6144), `--rate-mbps` per
 //! connection in MB/s (100), `--connections` (8) and `--chunk-mib` (8) for ours and for 2.1's
 //! parallel fetch, `--seed` (7), `--only 1.7,2.1,2.1-parallel` (the setups to run), `--root DIR`
-//! (containerd's root under DIR, e.g. a tmpfs mount, instead of a temporary directory). The image is built in a temporary directory, pushed, and
-//! removed before the pulls (disk: the registry's copy, then one pull's content and snapshot).
+//! (containerd's root under DIR, e.g. a tmpfs mount, instead of a temporary directory),
+//! `--ours-flag FLAG` (repeatable: a further `coldctl warm` flag, e.g. `--fetch-via-api`). The image
+//! is built in a temporary directory, pushed, and removed before the pulls (disk: the
+//! registry's copy, then one pull's content and snapshot).
 
 // The shared test helpers expect() on setup failures, as tests do.
 #[allow(clippy::expect_used)]
@@ -56,18 +58,21 @@ struct Config {
     only: Vec<String>,
     /// containerd's root for every setup (e.g. a tmpfs mount); default a temporary directory.
     root: Option<PathBuf>,
+    /// Extra `coldctl warm` flags for ours (`--ours-flag --fetch-via-api`, repeatable).
+    ours_flags: Vec<String>,
 }
 
 impl Config {
     fn parse() -> anyhow::Result<Config> {
         let mut c = Config {
-            big_mib: 3072,
+            big_mib: 6144,
             rate_mbps: 100,
             connections: 8,
             chunk_mib: 8,
             seed: 7,
             only: Vec::new(),
             root: None,
+            ours_flags: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -77,6 +82,10 @@ impl Config {
             let value = args.next().with_context(|| format!("{a} needs a value"))?;
             if a == "--only" {
                 c.only = value.split(',').map(str::to_owned).collect();
+                continue;
+            }
+            if a == "--ours-flag" {
+                c.ours_flags.push(value);
                 continue;
             }
             if a == "--root" {
@@ -274,6 +283,7 @@ impl Bench<'_> {
                     .args(["--margin-mib", "64", "--unpack-ratio", "1.1", "-o", "json"])
                     .args(["--fetch-connections", &self.cfg.connections.to_string()])
                     .args(["--fetch-chunk-mib", &self.cfg.chunk_mib.to_string()])
+                    .args(&self.cfg.ours_flags)
                     .env("COLDSTART_LOG", "warn");
                 c
             }
