@@ -136,16 +136,7 @@ impl ProgressView {
                 "{}: fetching missing blobs as parallel ranges ({connections} connections)",
                 self.image
             ),
-            Event::Fetched(s) => eprintln!(
-                "{}: fetched {} in {:.1}s ({} resumed; {} of {} blobs written in place, the \
-                 rest through the Content API); containerd unpacks",
-                self.image,
-                output::bytes(s.bytes),
-                s.seconds,
-                output::bytes(s.resumed),
-                s.in_place,
-                s.blobs
-            ),
+            Event::Fetched(s) => eprintln!("{}: {}", self.image, fetched(&s)),
             Event::Fallback(why) => eprintln!(
                 "{}: ranged fetch off, containerd's pull fetches alone: {why}",
                 self.image
@@ -186,5 +177,65 @@ impl ProgressView {
 
     fn finish(&mut self) {
         self.bar.finish(false);
+    }
+}
+
+/// The line that ends the ranged fetch.
+fn fetched(s: &prepull::FetchSummary) -> String {
+    if s.blobs == 0 {
+        return "every blob already in containerd's content store; containerd unpacks".to_owned();
+    }
+    let route = match s.in_place {
+        0 => "all through the Content API".to_owned(),
+        n if n == s.blobs => "all written in place".to_owned(),
+        n => format!("{n} written in place, the rest through the Content API"),
+    };
+    format!(
+        "fetched {} in {:.1}s ({} resumed; {} blob(s): {route}); containerd unpacks",
+        output::bytes(s.bytes),
+        s.seconds,
+        output::bytes(s.resumed),
+        s.blobs
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(blobs: usize, in_place: usize) -> prepull::FetchSummary {
+        prepull::FetchSummary {
+            blobs,
+            in_place,
+            bytes: 3 << 20,
+            seconds: 1.5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_fetched_line_names_where_the_blobs_went_and_nothing_when_none_was_missing() {
+        assert_eq!(
+            fetched(&summary(0, 0)),
+            "every blob already in containerd's content store; containerd unpacks"
+        );
+        let line = |b, i| {
+            let l = fetched(&summary(b, i));
+            let (_, tail) = l.split_once("; ").unwrap();
+            tail.to_owned()
+        };
+        assert_eq!(
+            line(4, 4),
+            "4 blob(s): all written in place); containerd unpacks"
+        );
+        assert_eq!(
+            line(4, 0),
+            "4 blob(s): all through the Content API); containerd unpacks"
+        );
+        assert_eq!(
+            line(4, 1),
+            "4 blob(s): 1 written in place, the rest through the Content API); containerd unpacks"
+        );
+        assert!(fetched(&summary(4, 4)).starts_with("fetched 3.0 MiB in 1.5s (0 B resumed"));
     }
 }
