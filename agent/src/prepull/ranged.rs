@@ -166,7 +166,8 @@ impl RangedStep {
     }
 
     fn fall_back(&mut self, why: String, on_event: &mut impl FnMut(Event)) {
-        warn!(reason = %why, "ranged fetch off; containerd's pull fetches alone");
+        // A choice, not a fault: the progress output says so; the agent logs it at info.
+        info!(reason = %why, "ranged fetch off; containerd's pull fetches alone");
         self.finished = true;
         self.summary.fallback = Some(why.clone());
         on_event(Event::Fallback(why));
