@@ -18,9 +18,9 @@
 //! connection in MB/s (100), `--connections` (8) and `--chunk-mib` (8) for ours and for 2.1's
 //! parallel fetch, `--seed` (7), `--only 1.7,2.1,2.1-parallel` (the setups to run), `--root DIR`
 //! (containerd's root under DIR, e.g. a tmpfs mount, instead of a temporary directory),
-//! `--ours-flag FLAG` (repeatable: a further `coldctl warm` flag, e.g. `--fetch-via-api`). The image
-//! is built in a temporary directory, pushed, and removed before the pulls (disk: the
-//! registry's copy, then one pull's content and snapshot).
+//! `--ours-flag FLAG` (repeatable: a further `coldctl warm` flag, e.g. `--fetch-via-api`).
+//! The image is built in a temporary directory, pushed, and removed before the pulls (disk:
+//! the registry's copy, then one pull's content and snapshot).
 
 // The shared test helpers expect() on setup failures, as tests do.
 #[allow(clippy::expect_used)]

@@ -2,6 +2,7 @@
 //! containerd API for version, presence, unpack state, pin labels and progress.
 
 mod config;
+mod connect;
 mod errors;
 mod facts;
 mod ingest;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use containerd_client::services::v1 as ctd;
 use k8s_cri::v1 as cri;
 use tonic::Request;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::instrument;
 
 use super::{
@@ -24,6 +25,7 @@ use super::{
     ImageRef, ImageState, Images, K8S_NAMESPACE, PINNED_LABEL, PINNED_VALUE, PullProgress,
     RegistryAuth, RegistryClient, RuntimeInfo,
 };
+pub(crate) use connect::{channel, in_k8s_namespace};
 use errors::{classify_pull, rpc};
 pub(crate) use facts::{clean_version, version_at_least};
 use facts::{ingest_digest, parse_cri_config, snapshotter_of, statvfs_nearest};
@@ -67,35 +69,6 @@ struct CriConfig {
     root: Option<PathBuf>,
     snapshotter: Option<String>,
     config_path: Option<PathBuf>,
-}
-
-/// `msg` as a request in containerd's `k8s.io` namespace (CRI's), bounded by `timeout`; every
-/// port that talks to containerd's own API sends through this.
-pub(crate) fn in_k8s_namespace<T>(msg: T, timeout: std::time::Duration) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut().insert(
-        "containerd-namespace",
-        tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
-    );
-    req.set_timeout(timeout);
-    req
-}
-
-/// A gRPC channel to containerd's socket (CRI is served on the same one), shared by every port
-/// that talks to containerd. Connects lazily and reconnects after a containerd restart.
-pub(crate) fn channel(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector dials the unix socket.
-    let endpoint = Endpoint::from_static("http://[::]:50051")
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-        let path = path.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(path).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    }))
 }
 
 /// Images port over a containerd socket.
